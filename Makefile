@@ -1,0 +1,30 @@
+# Two entry points, both self-contained on a machine with only Python and make:
+#   make demo   set everything up and run the supervised example training
+#   make test   set everything up and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/supervise: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned: the CPU build of 2.13.0; an open range would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/supervise
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
+
+test: $(BIN)/supervise
+	$(BIN)/ruff check supervisor tests bench examples
+	$(BIN)/ruff format --check supervisor tests bench examples
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+bench: $(BIN)/supervise
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,209 @@
+"""Events that reach the policy, actions it returns, and the evidence that decides a class.
+
+Everything here is plain frozen data (L0). Edges (the child reaper, the signal loop, the log
+pump, the GPU and hang watchdogs) turn what they see into `Event`s; the pure policy turns
+events into `Action`s; the loop executes actions. Watchdogs never pick an exit code
+directly: they report a `Finding` that argues for a class with an `Urgency`, and the policy
+weighs all findings by one precedence table. That is how later watchdogs add classes
+without special cases.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from supervisor.exitcodes import ExitCode
+
+
+class Urgency(str, enum.Enum):
+    """What a finding asks the supervisor to do now."""
+
+    STOP = "stop"  # stop the run now: a failed device, a hang
+    CHECKPOINT = "checkpoint"  # ask training to checkpoint, then stop: a degraded device
+    ON_EXIT = "on_exit"  # explains the failure if the child then dies: a matched log line
+    NOTE = "note"  # record only
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence, from any source.
+
+    `exit_code` is the class the evidence argues for, or None when it only informs.
+    `detail` holds JSON-serialisable facts (GPU UUID, Xid, rank, the matched line...).
+    """
+
+    source: str  # "signal", "child", "log", "gpu", "hang", "checkpoint"
+    kind: str  # a short machine name: "xid", "nccl_timeout", "external_signal"...
+    summary: str  # one sentence a person can read in a termination message
+    exit_code: ExitCode | None = None
+    urgency: Urgency = Urgency.NOTE
+    detail: Mapping[str, object] = field(default_factory=dict, hash=False, compare=False)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source, "kind": self.kind}
+        if self.exit_code is not None:
+            out["class"] = self.exit_code.name
+        out["summary"] = self.summary
+        out.update(self.detail)
+        return out
+
+
+@dataclass(frozen=True)
+class ChildStatus:
+    """How the child ended: exactly one of `exit_status` and `signal` is set."""
+
+    exit_status: int | None = None
+    signal: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.exit_status is None) == (self.signal is None):
+            raise ValueError("ChildStatus needs exactly one of exit_status and signal")
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ChildStatus:
+        """Decode a raw `waitpid` status (an exited or signalled process)."""
+        import os  # local: keeps this module free of OS imports at load time
+
+        if os.WIFSIGNALED(status):
+            return cls(signal=os.WTERMSIG(status))
+        return cls(exit_status=os.WEXITSTATUS(status))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_status == 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        return f"exited with status {self.exit_status}"
+
+    def as_dict(self) -> dict[str, object]:
+        if self.signal is not None:
+            return {"signal": signal_name(self.signal), "signum": self.signal}
+        return {"exitStatus": self.exit_status}
+
+
+def signal_name(signum: int) -> str:
+    """`SIGTERM` for 15; `signal 64` for numbers Python has no name for."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# ---------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class ChildStarted:
+    pid: int
+    at: float
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    reason: str  # one line: what to fix
+    at: float
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    signum: int
+    at: float
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    status: ChildStatus
+    at: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; the loop sends one when a deadline in the state is due."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Found:
+    """A watchdog or matcher reported evidence."""
+
+    finding: Finding
+    at: float
+
+
+Event = ChildStarted | SpawnFailed | SignalReceived | ChildExited | Tick | Found
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class SignalChild:
+    """Send `signum` to the direct child only (torchrun and trainers fan out themselves)."""
+
+    signum: int
+
+
+@dataclass(frozen=True)
+class KillTree:
+    """SIGKILL every remaining descendant."""
+
+
+@dataclass(frozen=True)
+class RequestCheckpoint:
+    """Ask training, through the channel, to checkpoint before `deadline` (monotonic)."""
+
+    reason: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class DumpStacks:
+    """Ask every rank for its Python stacks and collect NCCL flight-recorder dumps."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Write one structured event to the event log."""
+
+    event: str
+    fields: Mapping[str, object] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Exit:
+    """End the run: drain output, write the termination message, exit with `code`."""
+
+    code: ExitCode
+    reason: str
+    evidence: tuple[Finding, ...]
+
+
+Action = SignalChild | KillTree | RequestCheckpoint | DumpStacks | Emit | Exit
+
+
+class Report(Protocol):
+    """Thread-safe sink a watchdog calls to hand an event to the loop. Never blocks."""
+
+    def __call__(self, event: Event) -> None: ...
+
+
+class Watchdog(Protocol):
+    """An edge that watches something in its own thread and reports `Found` events.
+
+    `start` returns promptly; `stop` returns within a second and is safe to call twice.
+    """
+
+    name: str
+
+    def start(self, report: Report, clock_monotonic: Callable[[], float]) -> None: ...
+
+    def stop(self) -> None: ...

@@ -1,0 +1,115 @@
+"""The exit-code contract: one distinct code per failure class.
+
+This enum is the single source of truth. The CLI table (`supervise exit-codes`), the README
+table, the termination message and the rendered Kubernetes manifests are all generated from
+it, and tests pin the numbers: Job manifests in the field depend on them, so a code never
+changes meaning.
+
+The codes avoid 1, 2, 126-128 and 128+N, which shells, Python, torchrun and the kernel
+already use (see shared reference torch_k8s.md, "Use free exit codes").
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class Action(str, enum.Enum):
+    """A Job `podFailurePolicy` action (batch/v1, GA in Kubernetes 1.31)."""
+
+    NONE = "-"  # exit 0: the Job counts the pod as succeeded, no rule applies
+    COUNT = "Count"
+    FAIL_JOB = "FailJob"
+    IGNORE = "Ignore"
+
+
+class _Row(NamedTuple):
+    code: int
+    action: Action
+    meaning: str
+    next_step: str
+
+
+class ExitCode(_Row, enum.Enum):
+    """How a supervised run ended. `int(ExitCode.X)` is not defined; use `.code`."""
+
+    SUCCEEDED = _Row(0, Action.NONE, "The training command finished successfully.", "Nothing.")
+    TRAINING_FAILED = _Row(
+        80,
+        Action.COUNT,
+        "The training command failed on its own: an exception, a non-zero exit or a crash, "
+        "with no sign of a hardware or infrastructure cause.",
+        "Read the evidence and the container log: the child's exit status and the last "
+        "matched error line say where to start.",
+    )
+    CONFIG_ERROR = _Row(
+        81,
+        Action.FAIL_JOB,
+        "supervise was misconfigured: bad flags, a command that cannot be found or run, "
+        "or an unsupported setting. Nothing was started.",
+        "Fix the flag or command named in the reason; retrying cannot help.",
+    )
+    DEVICE_FAILED = _Row(
+        82,
+        Action.IGNORE,
+        "A GPU failed (fatal Xid, uncorrectable ECC, row-remap failure, GPU lost or NVML hung).",
+        "Reschedule away from the node; the evidence names the GPU UUID and bus id for the "
+        "node agent or operator to drain and repair.",
+    )
+    DEVICE_DEGRADED = _Row(
+        83,
+        Action.IGNORE,
+        "A GPU degraded (throttling, rising error counts, pending remap, step-time "
+        "regression); training was asked to checkpoint and stopped.",
+        "Reschedule; the next pod resumes from the committed checkpoint in the evidence.",
+    )
+    HANG = _Row(
+        84,
+        Action.COUNT,
+        "Training stopped making progress (no heartbeat, or an NCCL collective timed out).",
+        "Read the stacks and the stalled rank in the event log; check the network and the "
+        "rank named first.",
+    )
+    PREEMPTED = _Row(
+        85,
+        Action.IGNORE,
+        "The pod was told to leave (SIGTERM or SIGINT from outside: eviction, preemption, "
+        "drain or deletion).",
+        "Nothing; the replacement pod resumes from the last committed checkpoint.",
+    )
+    INFRA_FAILED = _Row(
+        86,
+        Action.COUNT,
+        "Infrastructure failed: NCCL transport errors, rendezvous failure, or checkpoint "
+        "storage unreachable.",
+        "Check the network fabric and storage named in the evidence; a retry often succeeds.",
+    )
+
+    @property
+    def retriable(self) -> bool:
+        """True for classes a retry of the same command may fix (counted against backoff)."""
+        return self.action is Action.COUNT
+
+    @classmethod
+    def from_code(cls, code: int) -> ExitCode:
+        """Look a class up by its numeric code; raises `ValueError` for unknown codes."""
+        for member in cls:
+            if member.code == code:
+                return member
+        raise ValueError(f"{code} is not a supervise exit code; see `supervise exit-codes`")
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON shape used by `supervise exit-codes --json` and the docs."""
+        return {
+            "code": self.code,
+            "name": self.name,
+            "action": self.action.value,
+            "meaning": self.meaning,
+            "next": self.next_step,
+        }
+
+
+def contract_table() -> list[dict[str, object]]:
+    """Every class, ordered by code, as plain dicts."""
+    return [member.as_dict() for member in sorted(ExitCode, key=lambda m: m.code)]
