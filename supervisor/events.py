@@ -19,7 +19,7 @@ from typing import Protocol
 from supervisor.exitcodes import ExitCode
 
 
-class Urgency(str, enum.Enum):
+class Urgency(enum.StrEnum):
     """What a finding asks the supervisor to do now."""
 
     STOP = "stop"  # stop the run now: a failed device, a hang
@@ -78,13 +78,25 @@ class ChildStatus:
 
     def describe(self) -> str:
         if self.signal is not None:
-            return f"killed by {signal_name(self.signal)}"
+            return f"was killed by {signal_name(self.signal)}"
         return f"exited with status {self.exit_status}"
 
     def as_dict(self) -> dict[str, object]:
         if self.signal is not None:
             return {"signal": signal_name(self.signal), "signum": self.signal}
         return {"exitStatus": self.exit_status}
+
+
+# Signals supervise relays to the child. TERM and INT from outside also mean "the pod is
+# being told to leave" (eviction, preemption, drain, deletion, Ctrl-C), so they stop the run
+# and classify it PREEMPTED; the others are passed through and change nothing.
+STOP_SIGNALS: frozenset[int] = frozenset({signal.SIGTERM, signal.SIGINT})
+FORWARDED_SIGNALS: frozenset[int] = STOP_SIGNALS | {
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+}
+SIGTERM: int = signal.SIGTERM
 
 
 def signal_name(signum: int) -> str:

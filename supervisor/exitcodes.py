@@ -15,7 +15,7 @@ import enum
 from typing import NamedTuple
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """A Job `podFailurePolicy` action (batch/v1, GA in Kubernetes 1.31)."""
 
     NONE = "-"  # exit 0: the Job counts the pod as succeeded, no rule applies

@@ -1,0 +1,5 @@
+"""`python -m supervisor` is `supervise`."""
+
+from supervisor.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""Spawning, signalling and reaping the training command and everything it starts.
+
+Guarantees:
+
+* The child starts in its own process group with every signal at its default disposition
+  and an empty signal mask, whatever supervise inherited. (A child inherits both the mask
+  and ignored dispositions across exec, so a trainer could otherwise be deaf to SIGTERM.)
+* The direct child gets `PR_SET_PDEATHSIG = SIGKILL`: if supervise is killed outright, the
+  kernel kills the child. When supervise is PID 1 of a PID namespace (a container's
+  entrypoint), the kernel also kills every other process in the namespace, so the whole tree
+  goes. Outside a namespace, grandchildren that escaped into their own sessions (torchrun's
+  workers do) survive an uncatchable kill of supervise; everywhere else `kill_tree` takes
+  them down.
+* supervise is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of the tree are
+  reparented to it, `reap` collects them, and `kill_tree` can find every descendant.
+* `reap` never blocks and reaps every zombie, not just the direct child.
+
+Everything here runs on the loop's thread (the main thread), except `spawn`'s pre-exec
+hook, which runs in the forked child before exec.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+from supervisor.errors import SpawnError
+from supervisor.events import ChildStatus
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+# Every catchable signal, resolved now: the pre-exec hook must not allocate much or import.
+_CATCHABLE = tuple(
+    s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP) and s < 32
+)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants reparent to this process. False where Linux refuses."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A started child. `stdout`/`stderr` are the read ends of its pipes (caller closes)."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    popen: subprocess.Popen[bytes]
+
+
+def _make_pre_exec(parent: int):  # type: ignore[no-untyped-def]
+    def pre_exec() -> None:
+        # Runs in the forked child: reset what exec would otherwise carry over.
+        for signum in _CATCHABLE:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # supervise died between fork and prctl
+            os._exit(128 + signal.SIGKILL)
+
+    return pre_exec
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
+    """Start `argv` in a new process group with its stdout and stderr piped to us.
+
+    Raises `SpawnError` (CONFIG_ERROR) with a one-line fix when the command cannot run.
+    Call before starting threads where possible: the pre-exec hook runs after fork.
+    """
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            preexec_fn=_make_pre_exec(os.getpid()),  # only a pre-exec hook can set pdeathsig
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        raise SpawnError(
+            f"command not found: {argv[0]!r}; check the spelling and that it is on PATH "
+            "in the container image"
+        ) from None
+    except PermissionError:
+        raise SpawnError(
+            f"permission denied running {argv[0]!r}; make it executable (chmod +x) or run it "
+            "through its interpreter, e.g. `python script.py`"
+        ) from None
+    except OSError as err:
+        raise SpawnError(f"cannot execute {argv[0]!r}: {err.strerror or err}") from None
+    assert popen.stdout is not None and popen.stderr is not None
+    # Take the raw descriptors: the log pump reads them unbuffered.
+    stdout, stderr = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
+    popen.stdout.close()
+    popen.stderr.close()
+    return Spawned(popen.pid, stdout, stderr, popen)
+
+
+def send(pid: int, signum: int) -> bool:
+    """Signal one process; False if it is already gone."""
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def reap() -> list[tuple[int, ChildStatus]]:
+    """Collect every exited child without blocking: the direct child and reparented orphans."""
+    reaped: list[tuple[int, ChildStatus]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            reaped.append((pid, ChildStatus.from_wait_status(status)))
+    return reaped
+
+
+def descendants() -> list[int]:
+    """Every live process below this one (works because we are a subreaper)."""
+    try:
+        return [p.pid for p in psutil.Process().children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def kill_tree(rounds: int = 50) -> int:
+    """SIGKILL every descendant until none is left or `rounds` passes; returns how many.
+
+    Repeats because a process may fork while we walk the tree. It never reaps, so the
+    direct child's status is left for the caller's `reap`; zombies are skipped.
+    """
+    killed = 0
+    for _ in range(rounds):
+        alive = [pid for pid in descendants() if not _is_zombie(pid)]
+        if not alive:
+            break
+        for pid in alive:
+            killed += send(pid, signal.SIGKILL)
+    return killed
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True

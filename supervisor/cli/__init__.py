@@ -1,0 +1,183 @@
+"""The `supervise` command line.
+
+`supervise [OPTIONS] -- CMD...` supervises CMD; it is the `run` command, named implicitly.
+The other commands (`exit-codes`, and those registered by the subsystems) are one-shot
+tools. Every run flag has a `SUPERVISE_*` environment twin, shown by `--help`.
+
+Bad flags and bad values exit CONFIG_ERROR (81) with one line saying what to fix, and write
+a termination message, because in a pod that is where a person looks first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import NoReturn
+
+import typer
+
+from supervisor import __version__
+from supervisor.errors import ConfigError
+from supervisor.eventlog import termination_message, write_termination_message
+from supervisor.events import Finding, Urgency
+from supervisor.exitcodes import ExitCode, contract_table
+from supervisor.options import DEFAULT_GRACE_PERIOD, DEFAULT_TERMINATION_LOG
+
+# typer vendors click; its exception base is reachable through the public BadParameter.
+_ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="A training supervisor for Kubernetes: `supervise [OPTIONS] -- CMD...`",
+)
+
+_RUN_EPILOG = (
+    "Other commands: `supervise exit-codes` (the exit-code contract), "
+    "`supervise doctor` (GPU health), `supervise ckpt` (checkpoints), "
+    "`supervise k8s` (manifests), `supervise explain CODE`. "
+    "Each has its own --help."
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"supervise {__version__}")
+        raise typer.Exit()
+
+
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    epilog=_RUN_EPILOG,
+)
+def run_command(
+    command: list[str] = typer.Argument(
+        None,
+        metavar="CMD",
+        help="The training command and its arguments, after `--`.",
+        show_default=False,
+    ),
+    grace_period: float = typer.Option(
+        DEFAULT_GRACE_PERIOD,
+        "--grace-period",
+        envvar="SUPERVISE_GRACE_PERIOD",
+        show_envvar=True,
+        help="Seconds the child gets after SIGTERM before the whole tree is SIGKILLed. "
+        "Keep it below the pod's terminationGracePeriodSeconds (30 s by default).",
+    ),
+    termination_log: str = typer.Option(
+        DEFAULT_TERMINATION_LOG,
+        "--termination-log",
+        envvar="SUPERVISE_TERMINATION_LOG",
+        show_envvar=True,
+        help="Where the JSON termination message (≤ 4096 bytes) is written at exit.",
+    ),
+    event_log: str = typer.Option(
+        "-",
+        "--event-log",
+        envvar="SUPERVISE_EVENT_LOG",
+        show_envvar=True,
+        help="File to append JSON-lines events to; `-` means stderr.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run CMD under supervision and exit with one code per failure class."""
+    from supervisor import loop
+    from supervisor.options import Options
+
+    options = Options(
+        command=tuple(command or ()),
+        grace_period=grace_period,
+        termination_log=termination_log,
+        event_log=None if event_log == "-" else event_log,
+    )
+    raise typer.Exit(loop.run(options).code)
+
+
+@app.command("exit-codes")
+def exit_codes_command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
+    """Print the exit-code contract and the podFailurePolicy action for each code."""
+    rows = contract_table()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'CODE':<5} {'NAME':<16} {'ACTION':<8} MEANING")
+    for row in rows:
+        print(f"{row['code']:<5} {row['name']:<16} {row['action']:<8} {row['meaning']}")
+
+
+def _register_subsystems() -> None:
+    """Commands owned by the subsystems; each module adds its own and imports lazily."""
+    import importlib
+
+    for name in ("doctor", "ckpt", "k8s"):
+        try:
+            module = importlib.import_module(f"supervisor.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"supervisor.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_subsystems()
+
+
+def _commands() -> set[str]:
+    names = set()
+    for info in app.registered_commands:
+        names.add(info.name or info.callback.__name__)  # type: ignore[union-attr]
+    for group in app.registered_groups:
+        names.add(group.name or "")
+    return names
+
+
+def _termination_log_from(args: list[str]) -> str:
+    """Best effort, for errors found before the flags could be parsed."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--termination-log="):
+            return arg.split("=", 1)[1]
+        if arg == "--termination-log" and i + 1 < len(args):
+            return args[i + 1]
+    return os.environ.get("SUPERVISE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
+
+
+def _config_error(message: str, args: list[str], supervising: bool) -> NoReturn:
+    code = ExitCode.CONFIG_ERROR
+    print(f"supervise: error: {message}", file=sys.stderr)
+    if supervising:
+        finding = Finding("config", "config_error", message, code, Urgency.STOP)
+        text = termination_message(code, message, [finding])
+        write_termination_message(_termination_log_from(args), text)
+    sys.exit(code.code)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point: `supervise ...`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in _commands() | {"--help", "-h"}:
+        args = ["run", *args]
+    elif args[0] in ("--help", "-h"):
+        args = ["run", "--help"]
+    supervising = args[0] == "run"
+    try:
+        # Without standalone mode, click returns the code of a `typer.Exit` instead of raising.
+        returned = app(args=args, prog_name="supervise", standalone_mode=False)
+    except ConfigError as err:
+        _config_error(str(err), args, supervising)
+    except _ClickError as err:
+        _config_error(err.format_message(), args, supervising)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        sys.exit(ExitCode.PREEMPTED.code)
+    sys.exit(returned if isinstance(returned, int) else 0)

@@ -1,0 +1,278 @@
+"""The supervisor loop: owns the threads and the inbox, feeds events to the policy, acts.
+
+One thread decides: the main thread, here. Signals are never handled asynchronously: each
+watched signal has a do-nothing Python handler and `signal.set_wakeup_fd` makes the C-level
+handler write the signal number into a pipe, which this loop reads as data (the tini model,
+in Python). Other threads (log pumps, watchdogs) put events in a queue and write a byte to a
+second pipe. The loop sleeps in `select` on both pipes until the next deadline in the policy
+state, so it costs nothing while nothing happens.
+
+`run` must be called on the main thread (Python delivers signals only there). It returns
+the exit class; it raises nothing for failures of the child, which are results, not errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from supervisor import children, policy
+from supervisor.clock import Clock, SystemClock
+from supervisor.errors import SpawnError
+from supervisor.eventlog import EventLog, termination_message, write_termination_message
+from supervisor.events import (
+    FORWARDED_SIGNALS,
+    Action,
+    ChildExited,
+    ChildStarted,
+    DumpStacks,
+    Emit,
+    Event,
+    Exit,
+    Found,
+    KillTree,
+    RequestCheckpoint,
+    SignalChild,
+    SignalReceived,
+    SpawnFailed,
+    Tick,
+    Watchdog,
+)
+from supervisor.exitcodes import ExitCode
+from supervisor.logpump import Activity, LogPump, Matcher
+from supervisor.options import Options
+
+DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
+_WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
+
+
+@dataclass
+class Hooks:
+    """Optional edges the loop drives; each defaults to doing nothing."""
+
+    watchdogs: Sequence[Watchdog] = ()
+    matcher: Matcher | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    request_checkpoint: Callable[[RequestCheckpoint], None] | None = None
+    dump_stacks: Callable[[DumpStacks], Mapping[str, object]] | None = None
+    # Called with the emitter once the event log is open, before the child starts.
+    on_start: Callable[[Callable[[str, Mapping[str, object]], None]], None] | None = None
+
+
+class _Inbox:
+    """Events from other threads, plus a pipe that wakes the loop's `select`."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def put(self, event: Event) -> None:
+        self.queue.put(event)
+        with contextlib.suppress(BlockingIOError):  # full: the loop is already due to wake
+            os.write(self.write_fd, b"\0")
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class _Signals:
+    """Routes watched signals into a pipe; restores everything on `close`."""
+
+    def __init__(self) -> None:
+        self.read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._write_fd = write_fd
+        self._previous = {s: signal.signal(s, _noop) for s in _WATCHED}
+        self._old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def drain(self) -> list[int]:
+        try:
+            return list(os.read(self.read_fd, 4096))
+        except BlockingIOError:
+            return []
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._old_wakeup)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+
+def _noop(signum: int, frame: object) -> None:
+    """Python-level handler: the C level has already written `signum` to the wakeup pipe."""
+
+
+class Supervisor:
+    """One supervised run. Build it, call `run()` once."""
+
+    def __init__(self, options: Options, hooks: Hooks | None = None, clock: Clock | None = None):
+        self.options = options
+        self.hooks = hooks or Hooks()
+        self.clock = clock or SystemClock()
+        self.config = policy.Config(grace_period=options.grace_period)
+        self.state = policy.State()
+        self._output_lock = threading.Lock()  # shared by the stderr pump and the event log
+        self.events = EventLog(
+            options.event_log,
+            lock=self._output_lock,
+            monotonic=self.clock.monotonic,
+            wall=self.clock.wall,
+        )
+        self._inbox = _Inbox()
+        self._child: children.Spawned | None = None
+        self._pumps: list[LogPump] = []
+        self._exit: Exit | None = None
+        self._orphans_reaped = 0
+        self.activity = Activity(self.clock.monotonic())
+
+    # -------------------------------------------------------------------- the run
+
+    def run(self) -> ExitCode:
+        """Spawn, watch, decide, and clean up. Returns the class to exit with."""
+        signals = _Signals()
+        try:
+            children.become_subreaper()
+            if self.hooks.on_start is not None:
+                self.hooks.on_start(self.events.emit)
+            self._apply(self._spawn())
+            if self._child is not None:
+                self._start_watching()
+            while self._exit is None:
+                self._wait_and_dispatch(signals)
+            return self._finish(self._exit)
+        finally:
+            signals.close()
+            self._inbox.close()
+            self.events.close()
+
+    def _spawn(self) -> Event:
+        env = {**os.environ, **self.hooks.extra_env}
+        now = self.clock.monotonic()
+        try:
+            self._child = children.spawn(self.options.command, env)
+        except SpawnError as err:
+            return SpawnFailed(str(err), now)
+        self.events.emit("started", {"command": list(self.options.command)})
+        return ChildStarted(self._child.pid, now)
+
+    def _start_watching(self) -> None:
+        assert self._child is not None
+        for name, source, sink in (
+            ("stdout", self._child.stdout, 1),
+            ("stderr", self._child.stderr, 2),
+        ):
+            pump = LogPump(
+                name,
+                source,
+                sink,
+                lock=self._output_lock if sink == 2 else threading.Lock(),
+                activity=self.activity,
+                monotonic=self.clock.monotonic,
+                matcher=self.hooks.matcher,
+                on_finding=lambda f: self._inbox.put(Found(f, self.clock.monotonic())),
+                on_sink_lost=lambda n, e: self.events.emit(
+                    "output_lost", {"stream": n, "error": str(e)}
+                ),
+            )
+            pump.start()
+            self._pumps.append(pump)
+        for watchdog in self.hooks.watchdogs:
+            watchdog.start(self._inbox.put, self.clock.monotonic)
+
+    def _wait_and_dispatch(self, signals: _Signals) -> None:
+        timeout = None
+        if self.state.deadline is not None:
+            timeout = max(0.0, self.state.deadline - self.clock.monotonic())
+        readable, _, _ = select.select([signals.read_fd, self._inbox.read_fd], [], [], timeout)
+        now = self.clock.monotonic()
+        if signals.read_fd in readable:
+            for signum in signals.drain():
+                if signum == signal.SIGCHLD:
+                    self._reap(now)
+                else:
+                    self._apply(SignalReceived(signum, now))
+        if self._inbox.read_fd in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._inbox.read_fd, 4096)
+            while not self._inbox.queue.empty():
+                self._apply(self._inbox.queue.get_nowait())
+        if self.state.deadline is not None and self.clock.monotonic() >= self.state.deadline:
+            self._apply(Tick(self.clock.monotonic()))
+
+    def _reap(self, now: float) -> None:
+        for pid, status in children.reap():
+            if self._child is not None and pid == self._child.pid:
+                self._child.popen.returncode = status.exit_status or -(status.signal or 0)
+                self._apply(ChildExited(status, now))
+            else:
+                self._orphans_reaped += 1
+
+    # ------------------------------------------------------------------ actions
+
+    def _apply(self, event: Event) -> None:
+        if self._exit is not None:
+            return
+        self.state, actions = policy.step(self.config, self.state, event)
+        for action in actions:
+            self._execute(action)
+
+    def _execute(self, action: Action) -> None:
+        match action:
+            case Emit(event=name, fields=fields):
+                self.events.emit(name, fields)
+            case SignalChild(signum=signum):
+                if self._child is not None and self._child.popen.returncode is None:
+                    children.send(self._child.pid, signum)
+            case KillTree():
+                killed = children.kill_tree()
+                if killed:
+                    self.events.emit("tree_killed", {"processes": killed})
+            case RequestCheckpoint():
+                if self.hooks.request_checkpoint is not None:
+                    self.hooks.request_checkpoint(action)
+                self.events.emit("checkpoint_requested", {"reason": action.reason})
+            case DumpStacks():
+                if self.hooks.dump_stacks is not None:
+                    self.events.emit("stacks", dict(self.hooks.dump_stacks(action)))
+            case Exit():
+                self._exit = action
+
+    # ------------------------------------------------------------------- finish
+
+    def _finish(self, verdict: Exit) -> ExitCode:
+        for watchdog in self.hooks.watchdogs:
+            watchdog.stop()
+        children.kill_tree()
+        children.reap()
+        drained = all([pump.join(DRAIN_TIMEOUT) for pump in self._pumps])
+        text = termination_message(verdict.code, verdict.reason, verdict.evidence)
+        error = write_termination_message(self.options.termination_log, text)
+        if error is not None:
+            self.events.emit(
+                "termination_log_unwritable",
+                {"path": self.options.termination_log, "error": str(error)},
+            )
+        self.events.emit(
+            "exit",
+            {
+                "exitCode": verdict.code.code,
+                "name": verdict.code.name,
+                "reason": verdict.reason,
+                "evidence": [f.as_dict() for f in verdict.evidence],
+                "orphansReaped": self._orphans_reaped,
+                "outputDrained": drained,
+            },
+        )
+        return verdict.code
+
+
+def run(options: Options, hooks: Hooks | None = None) -> ExitCode:
+    """Supervise one run of `options.command`; see `Supervisor`."""
+    return Supervisor(options, hooks).run()

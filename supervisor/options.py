@@ -1,0 +1,47 @@
+"""Run options: frozen, validated by raising, never silently rewritten.
+
+Every field has a command-line flag and a `SUPERVISE_*` environment twin (declared in
+`supervisor.cli`), because Kubernetes users configure through `env:`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from supervisor.errors import ConfigError
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+# Kubernetes gives a pod 30 s between SIGTERM and SIGKILL by default
+# (terminationGracePeriodSeconds). 25 s for the child leaves supervise 5 s to kill the
+# tree, drain the pipes and write the termination message before the kubelet's SIGKILL.
+DEFAULT_GRACE_PERIOD = 25.0
+
+
+def _check_seconds(name: str, value: float, *, allow_zero: bool = True) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number of seconds {bound}, got {value}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one `supervise -- CMD` run needs to know.
+
+    `command` is the training command, argv-style. `event_log` of None means stderr.
+    """
+
+    command: tuple[str, ...]
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    termination_log: str = DEFAULT_TERMINATION_LOG
+    event_log: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise ConfigError(
+                "no training command given: put it after `--`, e.g. `supervise -- python train.py`"
+            )
+        if not self.command[0]:
+            raise ConfigError("the training command is an empty string")
+        _check_seconds("--grace-period", self.grace_period)

@@ -1,0 +1,230 @@
+"""The policy's transition table, without processes."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from supervisor import policy
+from supervisor.classify import PRECEDENCE, classify
+from supervisor.clock import FakeClock
+from supervisor.events import (
+    ChildExited,
+    ChildStarted,
+    ChildStatus,
+    Emit,
+    Exit,
+    Finding,
+    Found,
+    KillTree,
+    RequestCheckpoint,
+    SignalChild,
+    SignalReceived,
+    SpawnFailed,
+    Tick,
+    Urgency,
+)
+from supervisor.exitcodes import ExitCode
+from supervisor.policy import Phase
+
+CONFIG = policy.Config(grace_period=10.0)
+
+
+class Run:
+    """Drives the pure policy with a fake clock and collects every action."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.state = policy.State()
+        self.actions: list = []
+
+    def send(self, make, *args):
+        event = make(*args, self.clock.monotonic())
+        self.state, actions = policy.step(CONFIG, self.state, event)
+        self.actions.extend(actions)
+        return [a for a in actions if not isinstance(a, Emit)]
+
+    def started(self) -> Run:
+        self.send(ChildStarted, 123)
+        return self
+
+    @property
+    def exit(self) -> Exit:
+        exits = [a for a in self.actions if isinstance(a, Exit)]
+        assert len(exits) == 1
+        return exits[0]
+
+
+def finding(code: ExitCode, urgency: Urgency, summary: str = "because") -> Finding:
+    return Finding("test", code.name.lower(), summary, code, urgency)
+
+
+def test_clean_exit_succeeds() -> None:
+    run = Run().started()
+    assert run.state.phase is Phase.RUNNING
+    actions = run.send(ChildExited, ChildStatus(exit_status=0))
+    assert actions[0] == KillTree()  # leftovers of a finished run go too
+    assert run.exit.code is ExitCode.SUCCEEDED
+    assert run.state.phase is Phase.DONE
+
+
+@pytest.mark.parametrize("status", [1, 2, 3, 80, 127, 255])
+def test_nonzero_exit_is_training_failed_with_status_in_evidence(status: int) -> None:
+    run = Run().started()
+    run.send(ChildExited, ChildStatus(exit_status=status))
+    assert run.exit.code is ExitCode.TRAINING_FAILED
+    child = [f for f in run.exit.evidence if f.source == "child"]
+    assert child[0].detail == {"exitStatus": status}
+
+
+def test_death_by_signal_is_evidence() -> None:
+    run = Run().started()
+    run.send(ChildExited, ChildStatus(signal=signal.SIGSEGV))
+    assert run.exit.code is ExitCode.TRAINING_FAILED
+    assert "SIGSEGV" in run.exit.reason
+    assert {"signal": "SIGSEGV", "signum": 11} in [dict(f.detail) for f in run.exit.evidence]
+
+
+def test_spawn_failure_is_config_error() -> None:
+    run = Run()
+    run.send(SpawnFailed, "command not found: 'x'")
+    assert run.exit.code is ExitCode.CONFIG_ERROR
+    assert run.exit.reason == "command not found: 'x'"
+
+
+def test_sigterm_forwards_then_kills_at_the_deadline() -> None:
+    run = Run().started()
+    assert run.send(SignalReceived, signal.SIGTERM) == [SignalChild(signal.SIGTERM)]
+    assert run.state.phase is Phase.STOPPING
+    assert run.state.deadline == run.clock.monotonic() + CONFIG.grace_period
+    run.clock.advance(CONFIG.grace_period - 0.001)
+    assert run.send(Tick) == []
+    run.clock.advance(0.001)
+    assert run.send(Tick) == [KillTree()]
+    assert run.state.phase is Phase.KILLED
+    run.send(ChildExited, ChildStatus(signal=signal.SIGKILL))
+    assert run.exit.code is ExitCode.PREEMPTED
+
+
+def test_trainer_exiting_zero_after_sigterm_is_still_preempted() -> None:
+    run = Run().started()
+    run.send(SignalReceived, signal.SIGINT)
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.PREEMPTED
+
+
+def test_second_stop_signal_is_forwarded_but_keeps_the_deadline() -> None:
+    run = Run().started()
+    run.send(SignalReceived, signal.SIGTERM)
+    deadline = run.state.deadline
+    run.clock.advance(3)
+    assert run.send(SignalReceived, signal.SIGINT) == [SignalChild(signal.SIGINT)]
+    assert run.state.deadline == deadline
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2])
+def test_other_signals_pass_through_without_changing_the_class(signum: int) -> None:
+    run = Run().started()
+    assert run.send(SignalReceived, signum) == [SignalChild(signum)]
+    assert run.state.phase is Phase.RUNNING
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.SUCCEEDED
+
+
+def test_unwatched_signal_is_ignored() -> None:
+    run = Run().started()
+    assert run.send(SignalReceived, signal.SIGWINCH) == []
+
+
+def test_signal_after_the_run_finished_changes_nothing() -> None:
+    run = Run().started()
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.send(SignalReceived, signal.SIGTERM) == []
+    assert run.exit.code is ExitCode.SUCCEEDED
+
+
+def test_stop_finding_stops_the_run_and_decides_the_class() -> None:
+    run = Run().started()
+    actions = run.send(Found, finding(ExitCode.DEVICE_FAILED, Urgency.STOP))
+    assert actions == [SignalChild(signal.SIGTERM)]
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.DEVICE_FAILED
+
+
+def test_checkpoint_finding_requests_a_checkpoint_before_stopping() -> None:
+    run = Run().started()
+    actions = run.send(Found, finding(ExitCode.DEVICE_DEGRADED, Urgency.CHECKPOINT, "hot"))
+    deadline = run.clock.monotonic() + CONFIG.grace_period
+    assert actions == [RequestCheckpoint("hot", deadline), SignalChild(signal.SIGTERM)]
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.DEVICE_DEGRADED
+
+
+def test_on_exit_finding_explains_a_failure_but_not_a_success() -> None:
+    oom = finding(ExitCode.TRAINING_FAILED, Urgency.ON_EXIT, "CUDA ran out of memory.")
+    run = Run().started()
+    assert run.send(Found, oom) == []
+    assert run.state.phase is Phase.RUNNING
+    run.send(ChildExited, ChildStatus(exit_status=1))
+    assert run.exit.code is ExitCode.TRAINING_FAILED
+    assert run.exit.reason.startswith("CUDA ran out of memory.")
+
+    ok = Run().started()
+    ok.send(Found, finding(ExitCode.HANG, Urgency.ON_EXIT))
+    ok.send(ChildExited, ChildStatus(exit_status=0))
+    assert ok.exit.code is ExitCode.SUCCEEDED
+
+
+def test_every_phase_event_pair_in_the_table_is_reachable_by_name() -> None:
+    text = policy.describe()
+    for phase, event in policy.TRANSITIONS:
+        assert f"{phase.value:<9} {event.__name__}" in text
+
+
+@pytest.mark.parametrize(
+    ("findings", "status", "expected"),
+    [
+        # hardware outranks everything, even a stop signal that came first
+        (
+            [(ExitCode.PREEMPTED, Urgency.STOP), (ExitCode.DEVICE_FAILED, Urgency.STOP)],
+            ChildStatus(signal=15),
+            ExitCode.DEVICE_FAILED,
+        ),
+        # transport errors after a SIGTERM are symptoms of the pod leaving
+        (
+            [(ExitCode.PREEMPTED, Urgency.STOP), (ExitCode.INFRA_FAILED, Urgency.ON_EXIT)],
+            ChildStatus(exit_status=1),
+            ExitCode.PREEMPTED,
+        ),
+        # a collective timeout in the log makes a crash a HANG, not TRAINING_FAILED
+        (
+            [(ExitCode.TRAINING_FAILED, Urgency.ON_EXIT), (ExitCode.HANG, Urgency.ON_EXIT)],
+            ChildStatus(signal=6),
+            ExitCode.HANG,
+        ),
+        # hardware strings in the log outrank a hang they caused
+        (
+            [(ExitCode.HANG, Urgency.ON_EXIT), (ExitCode.DEVICE_FAILED, Urgency.ON_EXIT)],
+            ChildStatus(signal=6),
+            ExitCode.DEVICE_FAILED,
+        ),
+        # notes never decide
+        ([(ExitCode.HANG, Urgency.NOTE)], ChildStatus(exit_status=1), ExitCode.TRAINING_FAILED),
+    ],
+)
+def test_precedence(findings, status, expected) -> None:
+    evidence = [finding(code, urgency) for code, urgency in findings]
+    assert classify(status, evidence)[0] is expected
+
+
+def test_precedence_covers_every_failure_class() -> None:
+    failures = set(ExitCode) - {ExitCode.SUCCEEDED, ExitCode.CONFIG_ERROR}
+    assert set(PRECEDENCE) == failures
+
+
+def test_earliest_finding_of_a_class_wins() -> None:
+    first = Finding("log", "a", "first", ExitCode.INFRA_FAILED, Urgency.ON_EXIT)
+    second = Finding("log", "b", "second", ExitCode.INFRA_FAILED, Urgency.ON_EXIT)
+    code, reason = classify(ChildStatus(exit_status=1), [first, second])
+    assert code is ExitCode.INFRA_FAILED and reason.startswith("first")
