@@ -90,6 +90,8 @@ class _Signals:
         self._write_fd = write_fd
         self._previous = {s: signal.signal(s, _noop) for s in _WATCHED}
         self._old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        # A parent may have started us with these blocked; PID 1 must hear them anyway.
+        self._old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
     def drain(self) -> list[int]:
         try:
@@ -98,6 +100,7 @@ class _Signals:
             return []
 
     def close(self) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         signal.set_wakeup_fd(self._old_wakeup)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
