@@ -1,0 +1,231 @@
+"""Render an Indexed Job + headless Service, or a JobSet, from `RenderOptions`.
+
+The output is plain dicts (then YAML via `to_yaml`), correct by construction against the
+exit-code contract: the failure-policy rules come from `supervisor.k8s.rules`, which iterates
+`ExitCode`. What every pod gets:
+
+- `restartPolicy: Never` (podFailurePolicy forbids OnFailure) and, on the Job,
+  `podReplacementPolicy: Failed`, which the API requires with a podFailurePolicy
+  (batch/v1; the field is GA in 1.34, beta and on since 1.29);
+- `terminationGracePeriodSeconds` = ceil(grace period + shutdown margin), and the same grace
+  period handed to supervise as SUPERVISE_GRACE_PERIOD so the two cannot disagree;
+- `terminationMessagePolicy: FallbackToLogsOnError`: supervise writes the termination
+  message; if it could not (killed), the kubelet falls back to the log tail (core/v1);
+- downward-API env: pod name, namespace, uid, node name (and, in a JobSet, the JobSet
+  name, replicatedJob name, Job index and restart attempt from the pod's labels);
+- GPUs as an extended-resource limit, a memory-backed emptyDir on /dev/shm (the
+  container runtime's 64 MiB default starves DataLoader workers and NCCL), and
+  SUPERVISE_CHECKPOINT_DIR when a checkpoint URL is given;
+- the launch env `supervisor.k8s.launch` reads: SUPERVISE_NNODES, SUPERVISE_SUBDOMAIN
+  (the headless Service, also the pod's `subdomain`), SUPERVISE_MASTER_PORT, and in a
+  JobSet SUPERVISE_PODS_PER_JOB. The Job controller adds JOB_COMPLETION_INDEX itself, and
+  the pod's hostname is <job>-<index> (Indexed Job) or <jobset>-<rjob>-<job>-<pod> (JobSet).
+
+Pure: no I/O, safe on any thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.k8s import rules
+from supervisor.k8s.spec import (
+    CONTAINER,
+    ENV_CHECKPOINT_DIR,
+    ENV_GRACE_PERIOD,
+    ENV_JOB_INDEX,
+    ENV_JOBSET_NAME,
+    ENV_MASTER_PORT,
+    ENV_NNODES,
+    ENV_NODE_NAME,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_POD_UID,
+    ENV_PODS_PER_JOB,
+    ENV_REPLICATED_JOB_NAME,
+    ENV_RESTART_ATTEMPT,
+    ENV_SUBDOMAIN,
+    JOB_INDEX_KEY,
+    JOB_NAME_LABEL,
+    JOBSET_NAME_KEY,
+    REPLICATED_JOB,
+    REPLICATED_JOB_NAME_KEY,
+    RESTART_ATTEMPT_KEY,
+    RenderOptions,
+)
+
+Manifest = dict[str, Any]
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _label_env(name: str, key: str) -> dict[str, Any]:
+    return _field_env(name, f"metadata.labels['{key}']")
+
+
+def supervise_command(opts: RenderOptions) -> list[str]:
+    """The container `command`: supervise and its launch flag; the user's CMD goes in `args`."""
+    if opts.nproc_per_node is None:
+        return ["supervise", "--"]
+    return ["supervise", "--nproc-per-node", str(opts.nproc_per_node), "--"]
+
+
+def _env(opts: RenderOptions, subdomain: str, *, jobset: bool) -> list[dict[str, Any]]:
+    env = [
+        _field_env(ENV_POD_NAME, "metadata.name"),
+        _field_env(ENV_POD_NAMESPACE, "metadata.namespace"),
+        _field_env(ENV_POD_UID, "metadata.uid"),
+        _field_env(ENV_NODE_NAME, "spec.nodeName"),
+    ]
+    if jobset:
+        env += [
+            _label_env(ENV_JOBSET_NAME, JOBSET_NAME_KEY),
+            _label_env(ENV_REPLICATED_JOB_NAME, REPLICATED_JOB_NAME_KEY),
+            _label_env(ENV_JOB_INDEX, JOB_INDEX_KEY),
+            _label_env(ENV_RESTART_ATTEMPT, RESTART_ATTEMPT_KEY),
+            {"name": ENV_PODS_PER_JOB, "value": str(opts.nnodes)},
+        ]
+    env += [
+        {"name": ENV_NNODES, "value": str(opts.nnodes)},
+        {"name": ENV_SUBDOMAIN, "value": subdomain},
+        {"name": ENV_MASTER_PORT, "value": str(opts.master_port)},
+        # `g` keeps 25.0 as "25": supervise parses either.
+        {"name": ENV_GRACE_PERIOD, "value": f"{opts.grace_period:g}"},
+    ]
+    if opts.checkpoint_dir is not None:
+        env.append({"name": ENV_CHECKPOINT_DIR, "value": opts.checkpoint_dir})
+    return env
+
+
+def _container(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": opts.image,
+        "command": supervise_command(opts),
+        "args": list(opts.command),
+        "env": _env(opts, subdomain, jobset=jobset),
+        "ports": [{"name": "torch-master", "containerPort": opts.master_port}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if opts.gpus_per_node:
+        container["resources"] = {"limits": {opts.gpu_resource: opts.gpus_per_node}}
+    if opts.restart_in_place:
+        # KEP-5307: a container with rules must also name its own restartPolicy. Never keeps
+        # every other exit a pod failure that podFailurePolicy judges.
+        container["restartPolicy"] = "Never"
+        container["restartPolicyRules"] = rules.restart_policy_rules(opts.restart_in_place)
+    return container
+
+
+def pod_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, Any]:
+    """The pod template spec shared by the Job and the JobSet's Jobs."""
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if opts.shm_size is not None:
+        shm["sizeLimit"] = opts.shm_size
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": opts.termination_grace_seconds,
+        "containers": [_container(opts, subdomain, jobset=jobset)],
+        "volumes": [{"name": "dshm", "emptyDir": shm}],
+    }
+    if not jobset:
+        # JobSet sets the subdomain itself (spec.network.subdomain); a plain Job needs it
+        # for <job>-<index>.<service> to resolve.
+        spec["subdomain"] = subdomain
+    return spec
+
+
+def _metadata(opts: RenderOptions, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": opts.name}}
+    if opts.namespace is not None:
+        meta["namespace"] = opts.namespace
+    return meta
+
+
+def _job_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": opts.nnodes,
+        "parallelism": opts.nnodes,
+        "podReplacementPolicy": "Failed",
+    }
+    if jobset:
+        # The first counted failure fails the Job, so the JobSet (not the Job) restarts the gang.
+        spec["backoffLimit"] = 0
+        spec["podFailurePolicy"] = rules.jobset_pod_failure_policy()
+    else:
+        if opts.backoff_limit_per_index is not None:
+            spec["backoffLimitPerIndex"] = opts.backoff_limit_per_index
+        else:
+            spec["backoffLimit"] = opts.backoff_limit
+        spec["podFailurePolicy"] = rules.job_pod_failure_policy(
+            training_failed_fails_job=opts.training_failed_fails_job
+        )
+    spec["template"] = {
+        "metadata": {"labels": {"app.kubernetes.io/name": opts.name}},
+        "spec": pod_spec(opts, subdomain, jobset=jobset),
+    }
+    return spec
+
+
+def render_job(opts: RenderOptions) -> list[Manifest]:
+    """An Indexed Job and the headless Service its pods resolve each other through."""
+    service: Manifest = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(opts, opts.name),
+        "spec": {
+            "clusterIP": "None",
+            # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_NAME_LABEL: opts.name},
+            "ports": [{"name": "torch-master", "port": opts.master_port}],
+        },
+    }
+    job: Manifest = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(opts, opts.name),
+        "spec": _job_spec(opts, opts.name, jobset=False),
+    }
+    return [service, job]
+
+
+def render_jobset(opts: RenderOptions) -> list[Manifest]:
+    """A JobSet with one replicatedJob of one Indexed Job holding every node."""
+    jobset: Manifest = {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": _metadata(opts, opts.name),
+        "spec": {
+            "network": {
+                "enableDNSHostnames": True,
+                "subdomain": opts.name,
+                "publishNotReadyAddresses": True,
+            },
+            "failurePolicy": rules.jobset_failure_policy(
+                max_restarts=opts.max_restarts,
+                training_failed_fails_job=opts.training_failed_fails_job,
+            ),
+            "replicatedJobs": [
+                {
+                    "name": REPLICATED_JOB,
+                    "replicas": 1,
+                    "template": {"spec": _job_spec(opts, opts.name, jobset=True)},
+                }
+            ],
+        },
+    }
+    return [jobset]
+
+
+def to_yaml(manifests: list[Manifest], header: str | None = None) -> str:
+    """Multi-document YAML, keys in the order rendered; `header` becomes leading comments."""
+    import yaml  # runtime dependency; imported here so `supervise` starts without it
+
+    lines = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    body = yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=None, width=4096)
+    return "\n".join([*lines, body]) if lines else body
