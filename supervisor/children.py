@@ -21,7 +21,9 @@ hook, which runs in the forked child before exec.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -35,6 +37,8 @@ from supervisor.events import ChildStatus
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_F_SETPIPE_SZ = 1031  # linux/fcntl.h; Python exposes it only from 3.10 on some builds
+PIPE_SIZE = 1 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -108,7 +112,15 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
     stdout, stderr = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
     popen.stdout.close()
     popen.stderr.close()
+    for fd in (stdout, stderr):
+        _widen_pipe(fd)
     return Spawned(popen.pid, stdout, stderr, popen)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Grow the pipe to 1 MiB: a chatty child then wakes the pump 16x less often."""
+    with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size; 64 KiB works
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def send(pid: int, signum: int) -> bool:

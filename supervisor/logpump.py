@@ -25,7 +25,7 @@ from typing import Protocol
 
 from supervisor.events import Finding
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # matches the pipe size children.spawn asks for
 MAX_LINE = 1 << 16  # a longer unterminated line is cut for matching (still copied whole)
 
 
