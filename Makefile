@@ -21,10 +21,12 @@ demo: $(BIN)/supervise
 test: $(BIN)/supervise
 	$(BIN)/ruff check supervisor tests bench examples
 	$(BIN)/ruff format --check supervisor tests bench examples
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	# pytest exits 5 when it collected nothing; pass that through as a failure, not a pass.
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q; status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; fi; exit $$status
 
 bench: $(BIN)/supervise
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run_all.py
+	for b in bench/bench_*.py; do echo "== $$b"; PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

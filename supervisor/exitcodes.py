@@ -113,3 +113,11 @@ class ExitCode(_Row, enum.Enum):
 def contract_table() -> list[dict[str, object]]:
     """Every class, ordered by code, as plain dicts."""
     return [member.as_dict() for member in sorted(ExitCode, key=lambda m: m.code)]
+
+
+def markdown_table() -> str:
+    """The contract as the Markdown table the README embeds (a test keeps them equal)."""
+    lines = ["| code | name | podFailurePolicy | meaning |", "|---|---|---|---|"]
+    for row in contract_table():
+        lines.append(f"| {row['code']} | `{row['name']}` | {row['action']} | {row['meaning']} |")
+    return "\n".join(lines)

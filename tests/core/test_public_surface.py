@@ -1,0 +1,33 @@
+"""The public surface is small and pinned; the docs are generated from the contract."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import supervisor
+from supervisor.exitcodes import markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_all_is_pinned() -> None:
+    assert supervisor.__all__ == ["CheckpointStore", "ExitCode", "__version__", "attach"]
+
+
+def test_readme_table_is_generated_from_the_enum() -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- exit-codes:begin -->\n(.*?)\n<!-- exit-codes:end -->", readme, re.S)
+    assert found, "README lost its exit-codes markers"
+    assert found.group(1) == markdown_table(), (
+        "regenerate with supervisor.exitcodes.markdown_table()"
+    )
+
+
+def test_import_supervisor_is_light() -> None:
+    code = "import sys, supervisor; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    for heavy in ("torch", "fsspec", "pynvml", "typer", "psutil", "supervisor.loop"):
+        assert heavy not in loaded.split(), heavy
