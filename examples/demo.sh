@@ -18,9 +18,10 @@ show $?
 
 echo "== 2. the same run, sent SIGTERM mid-way (what the kubelet does on eviction)"
 supervise --termination-log "$out/termination-log" --event-log "$out/events.jsonl" \
-  -- python examples/train.py --steps 2000 --step-time 0.01 &
+  -- python examples/train.py --steps 2000 --step-time 0.01 > >(tee "$out/train.log") &
 pid=$!
-sleep 3
+until grep -q '^step' "$out/train.log" 2>/dev/null; do sleep 0.1; done  # training is running
+echo "--> kill -TERM supervise"
 kill -TERM "$pid"
 wait "$pid"
 show $?

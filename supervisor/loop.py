@@ -48,6 +48,7 @@ from supervisor.exitcodes import ExitCode
 from supervisor.logpump import Activity, LogPump, Matcher
 from supervisor.options import Options
 
+Emit_ = Callable[[str, Mapping[str, object]], None]
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
 _WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
 
@@ -61,8 +62,11 @@ class Hooks:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     request_checkpoint: Callable[[RequestCheckpoint], None] | None = None
     dump_stacks: Callable[[DumpStacks], Mapping[str, object]] | None = None
+    activity: Activity | None = None  # when the child last wrote; shared with watchdogs
     # Called with the emitter once the event log is open, before the child starts.
-    on_start: Callable[[Callable[[str, Mapping[str, object]], None]], None] | None = None
+    on_start: Callable[[Emit_], None] | None = None
+    # Called with the verdict and the emitter after the tree is gone, before the exit event.
+    on_exit: Callable[[ExitCode, Emit_], None] | None = None
 
 
 class _Inbox:
@@ -119,7 +123,9 @@ class Supervisor:
         self.options = options
         self.hooks = hooks or Hooks()
         self.clock = clock or SystemClock()
-        self.config = policy.Config(grace_period=options.grace_period)
+        self.config = policy.Config(
+            grace_period=options.grace_period, failure_grace=options.failure_grace
+        )
         self.state = policy.State()
         self._output_lock = threading.Lock()  # shared by the stderr pump and the event log
         self.events = EventLog(
@@ -133,7 +139,7 @@ class Supervisor:
         self._pumps: list[LogPump] = []
         self._exit: Exit | None = None
         self._orphans_reaped = 0
-        self.activity = Activity(self.clock.monotonic())
+        self.activity = self.hooks.activity or Activity(self.clock.monotonic())
 
     # -------------------------------------------------------------------- the run
 
@@ -255,6 +261,8 @@ class Supervisor:
         children.kill_tree()
         children.reap()
         drained = all([pump.join(DRAIN_TIMEOUT) for pump in self._pumps])
+        if self.hooks.on_exit is not None:
+            self.hooks.on_exit(verdict.code, self.events.emit)
         text = termination_message(verdict.code, verdict.reason, verdict.evidence)
         error = write_termination_message(self.options.termination_log, text)
         if error is not None:

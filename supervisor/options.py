@@ -17,6 +17,9 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # (terminationGracePeriodSeconds). 25 s for the child leaves supervise 5 s to kill the
 # tree, drain the pipes and write the termination message before the kubelet's SIGKILL.
 DEFAULT_GRACE_PERIOD = 25.0
+# When supervise stops a run itself (a hang, a failed GPU), the processes are stuck or
+# broken: they rarely act on SIGTERM, and each second of waiting idles every GPU in the job.
+DEFAULT_FAILURE_GRACE = 3.0
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool = True) -> None:
@@ -36,6 +39,7 @@ class Options:
     grace_period: float = DEFAULT_GRACE_PERIOD
     termination_log: str = DEFAULT_TERMINATION_LOG
     event_log: str | None = None
+    failure_grace: float = DEFAULT_FAILURE_GRACE
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -45,3 +49,4 @@ class Options:
         if not self.command[0]:
             raise ConfigError("the training command is an empty string")
         _check_seconds("--grace-period", self.grace_period)
+        _check_seconds("--failure-grace-period", self.failure_grace)

@@ -59,7 +59,8 @@ class Phase(enum.StrEnum):
 class Config:
     """The policy's knobs, taken from `Options` by the loop."""
 
-    grace_period: float
+    grace_period: float  # after an outside stop signal, or a checkpoint request
+    failure_grace: float = 3.0  # after supervise itself stops a failed run (hang, dead GPU)
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,13 @@ def _found(config: Config, state: State, event: Found) -> Result:
     state = replace(state, findings=(*state.findings, finding))
     actions: list[Action] = [Emit("finding", finding.as_dict())]
     if finding.urgency in (Urgency.STOP, Urgency.CHECKPOINT) and state.phase is Phase.RUNNING:
-        deadline = event.at + config.grace_period
+        # A hung or broken process rarely honours SIGTERM, and every second of its grace
+        # idles the whole job; a degraded one is still healthy enough to checkpoint.
         if finding.urgency is Urgency.CHECKPOINT:
+            deadline = event.at + config.grace_period
             actions.append(RequestCheckpoint(finding.summary, deadline))
+        else:
+            deadline = event.at + config.failure_grace
         actions += [Emit("stopping", {"reason": finding.summary}), SignalChild(SIGTERM)]
         state = replace(state, phase=Phase.STOPPING, deadline=deadline)
     return state, tuple(actions)

@@ -28,7 +28,7 @@ from supervisor.events import (
 from supervisor.exitcodes import ExitCode
 from supervisor.policy import Phase
 
-CONFIG = policy.Config(grace_period=10.0)
+CONFIG = policy.Config(grace_period=10.0, failure_grace=2.0)
 
 
 class Run:
@@ -148,6 +148,8 @@ def test_stop_finding_stops_the_run_and_decides_the_class() -> None:
     run = Run().started()
     actions = run.send(Found, finding(ExitCode.DEVICE_FAILED, Urgency.STOP))
     assert actions == [SignalChild(signal.SIGTERM)]
+    # a broken run gets the short failure grace, not the checkpoint-sized one
+    assert run.state.deadline == run.clock.monotonic() + CONFIG.failure_grace
     run.send(ChildExited, ChildStatus(exit_status=0))
     assert run.exit.code is ExitCode.DEVICE_FAILED
 
