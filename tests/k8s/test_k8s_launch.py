@@ -343,3 +343,48 @@ def test_real_two_node_gloo_from_indexed_job_env(tmp_path: Path) -> None:
         assert proc.returncode == 0, out
     joined = "\n".join(outputs)
     assert "rank=0 world=2 sum=3.0" in joined and "rank=1 world=2 sum=3.0" in joined
+
+
+@pytest.mark.slow
+def test_real_torchrun_stops_a_stubborn_worker_within_the_derived_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
+    """Signal torchrun alone: it forwards SIGTERM to workers in their own sessions, then
+    SIGKILLs them after TORCH_ELASTIC_SHUTDOWN_TIMEOUT (here 1 s, derived from a 4 s grace;
+    torchrun's default would be 30 s)."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        while True:
+            time.sleep(0.1)
+    """)
+    )
+    overrides = LaunchOverrides(master_port=_free_port())
+    argv, extra = torchrun_command(
+        1, [str(script)], {}, overrides, str(tmp_path / "e.json"), grace_period=4
+    )
+    assert extra["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "1"
+    proc = _run(argv, extra, tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert os.getsid(worker) != os.getsid(proc.pid)  # a new session: killpg(torchrun) misses it
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)  # generous; the default timeout would need 30 s
+        assert proc.returncode != 0, out  # a signalled torchrun never reports success
+        assert not Path(f"/proc/{worker}").exists(), "torchrun left its worker running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
