@@ -1,22 +1,26 @@
-"""A small but real training script, supervised.
+"""A small but real training script, supervised; single process or DDP over gloo.
 
 The three lines that involve supervise are marked `# supervise`. Without supervise,
 `attach()` returns a no-op handle, so this file runs unchanged either way:
 
     python examples/train.py --steps 200
     supervise -- python examples/train.py --steps 200
+    supervise --nproc-per-node 2 -- examples/train.py --steps 200     # DDP, gloo on CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import supervisor  # supervise
 
@@ -37,16 +41,23 @@ def main() -> int:
     args = parser.parse_args()
 
     sup = supervisor.attach()  # supervise
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:  # launched by torchrun: one process per rank, gloo on CPU
+        dist.init_process_group("gloo")
     torch.manual_seed(args.seed)
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Dropout(0.1), nn.Linear(64, 1))
+    if distributed:
+        model = DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
-    loader = DataLoader(
-        make_data(args.seed),
-        batch_size=64,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    data = make_data(args.seed)
+    if distributed:
+        sampler = DistributedSampler(data, shuffle=True, seed=args.seed)
+        loader = DataLoader(data, batch_size=64, sampler=sampler)
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        loader = DataLoader(data, batch_size=64, shuffle=True, generator=generator)
+    rank = dist.get_rank() if distributed else 0
 
     stopping = False
 
@@ -55,11 +66,14 @@ def main() -> int:
         stopping = True  # finish the current step, then leave cleanly
 
     signal.signal(signal.SIGTERM, stop)
-    step, batches = 0, iter(loader)
+    step, epoch, batches = 0, 0, iter(loader)
     while step < args.steps and not stopping:
         try:
             x, y = next(batches)
         except StopIteration:
+            epoch += 1
+            if distributed:
+                sampler.set_epoch(epoch)
             batches = iter(loader)
             continue
         loss = nn.functional.mse_loss(model(x), y)
@@ -69,12 +83,14 @@ def main() -> int:
         schedule.step()
         step += 1
         sup.step(step)  # supervise
-        if step % 50 == 0 or step == args.steps:
+        if rank == 0 and (step % 50 == 0 or step == args.steps):
             print(f"step {step:>5}  loss {loss.item():.4f}", flush=True)
         if args.step_time:
             time.sleep(args.step_time)
     if stopping:
-        print(f"SIGTERM: stopping at step {step}", flush=True)
+        print(f"rank {rank}: SIGTERM, stopping at step {step}", flush=True)
+    if distributed:
+        dist.destroy_process_group()
     return 0
 
 
