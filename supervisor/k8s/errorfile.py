@@ -11,6 +11,9 @@ signal (torch/distributed/elastic/multiprocessing/errors/error_handler.py,
                  "extraInfo": {"py_callstack": "<traceback>", "timestamp": "<unix s>"},
                  "errorCode": <int>}}
 
+torchrun's own entry point is wrapped in `@record` too, so when torchrun itself is signalled
+the file holds its `SignalException` instead (`WorkerError.torchrun_signalled`).
+
 A worker without `@record` writes nothing, and NCCL or CUDA aborts write nothing either, so
 an absent or empty file is normal and the logs remain the other witness. Newer formats may
 make "message" a plain string; that is accepted too.
@@ -40,6 +43,16 @@ class WorkerError:
     traceback_tail: str
 
     @property
+    def torchrun_signalled(self) -> bool:
+        """True when the file records torchrun itself being signalled, not a worker failing.
+
+        torchrun's own `main` is wrapped in `@record`, so a SIGTERM to torchrun (from
+        supervise, say) leaves "SignalException: Process N got signal: 15" in the file,
+        without an errorCode. That is an echo of the stop, never a root cause.
+        """
+        return (self.exception_type or "").rsplit(".", 1)[-1] == "SignalException"
+
+    @property
     def signal_name(self) -> str | None:
         """SIGABRT etc. when the worker was killed by a signal."""
         if self.error_code is None or self.error_code >= 0:
@@ -62,6 +75,8 @@ class WorkerError:
             evidence["worker_failed_at"] = self.timestamp
         if self.traceback_tail:
             evidence["worker_traceback"] = self.traceback_tail
+        if self.torchrun_signalled:
+            evidence["torchrun_signalled"] = True
         return evidence
 
 

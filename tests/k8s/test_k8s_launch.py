@@ -388,3 +388,87 @@ def test_real_torchrun_stops_a_stubborn_worker_within_the_derived_shutdown_timeo
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_error_file_written_by_a_signalled_torchrun_is_marked() -> None:
+    text = json.dumps(
+        {
+            "message": {
+                "message": "SignalException: Process 14376 got signal: 15",
+                "extraInfo": {"py_callstack": "...", "timestamp": "1"},
+            }
+        }
+    )
+    error = read_error_file(text)
+    assert error is not None and error.torchrun_signalled and error.error_code is None
+    assert error.as_evidence()["torchrun_signalled"] is True
+    worker = read_error_file('{"message": {"message": "ValueError: x"}}')
+    assert worker is not None and not worker.torchrun_signalled
+
+
+@pytest.mark.slow
+def test_real_peer_loss_reaches_node_zero_as_a_gloo_connection_error(tmp_path: Path) -> None:
+    """What node 0 sees when node 1 is stopped mid-training (as a DEVICE_FAILED stop does):
+    its worker's collective fails within seconds with gloo's "Connection closed by peer",
+    torchrun exits 1, and the error file carries the RuntimeError; node 1's own file holds
+    only torchrun's SignalException."""
+    import signal
+    import time
+
+    script = tmp_path / "loop.py"
+    script.write_text(
+        textwrap.dedent("""
+        import time, torch, torch.distributed as dist
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        @record
+        def main():
+            dist.init_process_group("gloo")
+            open(f"ready{dist.get_rank()}", "w").write("1")
+            t = torch.ones(1000)
+            while True:
+                dist.all_reduce(t)
+                time.sleep(0.01)
+
+        main()
+    """)
+    )
+    port = _free_port()
+    procs = []
+    for index in range(2):
+        env = {
+            "JOB_COMPLETION_INDEX": str(index),
+            "HOSTNAME": f"train-{index}",
+            "SUPERVISE_NNODES": "2",
+            "SUPERVISE_SUBDOMAIN": "train",
+            "SUPERVISE_MASTER_PORT": str(port),
+        }
+        argv, extra = torchrun_command(
+            1,
+            [str(script)],
+            env,
+            LaunchOverrides(master_addr="127.0.0.1"),
+            str(tmp_path / f"err{index}.json"),
+            grace_period=10,
+        )
+        procs.append(_run(argv, extra, tmp_path, env))
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
+            assert time.monotonic() < deadline, "the two nodes never rendezvoused"
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].communicate(timeout=30)
+        out, _ = procs[0].communicate(timeout=60)  # a bound, not a benchmark
+        assert procs[0].returncode == 1, out
+        node0 = read_error_file((tmp_path / "err0.json").read_text())
+        assert node0 is not None and node0.exception_type == "RuntimeError", out
+        assert "Connection closed by peer" in node0.message or "Connection reset" in node0.message
+        node1 = read_error_file((tmp_path / "err1.json").read_text())
+        assert node1 is not None and node1.torchrun_signalled
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
