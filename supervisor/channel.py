@@ -1,0 +1,338 @@
+"""The shared-memory channel between supervise and the training ranks it watches.
+
+One small file, mmapped `MAP_SHARED` by both sides. No sockets, no pickle, no syscalls on
+the hot path: a heartbeat is three `struct.pack_into` calls into the mapping plus one
+`time.monotonic_ns()` (a vDSO read of CLOCK_MONOTONIC, which is system-wide on Linux, so
+the supervisor's `time.monotonic()` and a rank's timestamps are on one clock).
+
+Layout (little-endian, every integer naturally aligned):
+
+    header, HEADER_SIZE = 256 bytes, written by the supervisor only
+      0  8s  magic            b"SUPVCHN\\0"
+      8  H   version          LAYOUT_VERSION
+     10  H   slot_count
+     12  I   slot_size        SLOT_SIZE
+     16  Q   seq              seqlock over bytes 24..255 (odd while being written)
+     24  Q   ckpt_generation  bumped for every checkpoint request (issue 7)
+     32  I   ckpt_reason      a small code; 0 means none (issue 7 defines the table)
+     36  I   stop_requested   1 when training should stop at its next step boundary
+     40  q   ckpt_deadline_ns CLOCK_MONOTONIC nanoseconds; 0 means no deadline
+     48  q   resume_step      -1 when not resuming
+     56  I   restart_count
+     60  ..  reserved, zero   room for the checkpoint handshake (issue 7) and later fields
+
+    slots, SLOT_SIZE = 64 bytes each, slot i written only by local rank i
+      0  Q   seq              seqlock: odd while the rank is writing this slot
+      8  i   pid
+     12  B   state            UNUSED 0, RUNNING 1, FINISHED 2
+     13  B   reserved
+     14  H   reserved
+     16  q   step             -1 until the first `step()`
+     24  q   beat_ns          CLOCK_MONOTONIC ns of the last beat (step or phase change)
+     32  q   ckpt_step        last committed checkpoint step; -1 when none (issue 7)
+     40  Q   ckpt_ack         last checkpoint generation acknowledged (issue 7)
+     48  16s phase            the current phase name, UTF-8, NUL-padded; empty = none
+
+Guarantees:
+* Each slot has exactly one writer (its rank), so writers never contend. The seqlock lets
+  the reader, in another process, retry instead of seeing a torn slot. On x86-64 the stores
+  become visible in program order (TSO), which is what a seqlock needs. On weakly ordered
+  CPUs (arm64) Python has no store barrier to offer: every field is an aligned 8-byte store
+  and cannot tear on its own, but a reader may rarely pair a new step with the previous
+  timestamp, which moves a staleness estimate by one beat and never invents a hang.
+* `Channel.create` makes the file with O_EXCL and mode 0600 inside a directory it creates
+  with mode 0700 if missing; it never reuses or truncates an existing file. It raises
+  `ConfigError` when the file exists or cannot be made.
+* `Channel.open` raises `ConfigError` for a missing file or a wrong magic, version or size.
+* Nothing here blocks or starts threads. If a rank crashes mid-write its slot stays odd;
+  the reader then reports the last consistent read or `None`, never a torn one.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass
+
+from supervisor.errors import ConfigError
+
+MAGIC = b"SUPVCHN\0"
+LAYOUT_VERSION = 1
+HEADER_SIZE = 256
+SLOT_SIZE = 64
+DEFAULT_SLOTS = 256  # local ranks per node; a node has at most a few dozen GPUs
+PHASE_BYTES = 16
+
+_IDENT = struct.Struct("<8sHHI")  # magic, version, slot_count, slot_size
+_SEQ = struct.Struct("<Q")  # also the slot's first field
+_HEADER_BODY = struct.Struct("<QIIqqI")  # generation, reason, stop, deadline, resume, restarts
+_HEADER_BODY_AT = 24
+_SLOT = struct.Struct(f"<QiBBHqqqQ{PHASE_BYTES}s")
+_PID_STATE = struct.Struct("<iB")  # at slot offset 8
+_STEP_BEAT = struct.Struct("<qq")  # at slot offset 16: the heartbeat
+_BEAT = struct.Struct("<q")  # at slot offset 24
+_PHASE = struct.Struct(f"<{PHASE_BYTES}s")  # at slot offset 48
+_CKPT = struct.Struct("<qQ")  # at slot offset 32
+
+assert _SLOT.size == SLOT_SIZE
+assert _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
+
+_READ_RETRIES = 64
+
+# The other half of the contract: an attached rank dumps its Python stacks on this signal
+# into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.stacks).
+STACK_SIGNAL = signal.SIGUSR2
+
+
+def stacks_file_name(rank: int, pid: int) -> str:
+    """The file rank `rank` (process `pid`) appends its faulthandler dumps to."""
+    return f"rank{rank}-{pid}.txt"
+
+
+class SlotState(enum.IntEnum):
+    UNUSED = 0  # no rank has attached: not started, so never a hang
+    RUNNING = 1
+    FINISHED = 2  # the rank called finish() or exited cleanly: silence is expected
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One consistent read of a rank's slot."""
+
+    rank: int
+    pid: int
+    state: SlotState
+    step: int
+    beat_ns: int
+    ckpt_step: int
+    ckpt_ack: int
+    phase: str
+
+
+@dataclass(frozen=True)
+class Header:
+    """One consistent read of the supervisor's header."""
+
+    ckpt_generation: int = 0
+    ckpt_reason: int = 0
+    stop_requested: bool = False
+    ckpt_deadline_ns: int = 0
+    resume_step: int = -1
+    restart_count: int = 0
+
+
+def encode_phase(name: str) -> bytes:
+    """The fixed-width form of a phase name: UTF-8, cut to PHASE_BYTES on a character edge."""
+    raw = name.encode("utf-8")[:PHASE_BYTES]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
+
+
+class Channel:
+    """A mapped channel file. Build it with `create` (supervisor) or `open` (a rank)."""
+
+    def __init__(self, mm: mmap.mmap, slot_count: int, path: str) -> None:
+        self.mm = mm
+        self.slot_count = slot_count
+        self.path = path
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, path: str, slots: int = DEFAULT_SLOTS) -> Channel:
+        """Make a fresh channel file (supervisor side). Raises ConfigError if it exists."""
+        if not 1 <= slots <= 65535:
+            raise ConfigError(f"channel slots must be between 1 and 65535, got {slots}")
+        parent = os.path.dirname(os.path.abspath(path))
+        size = HEADER_SIZE + slots * SLOT_SIZE
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot create the heartbeat channel {path}: {err.strerror}; "
+                "point the run directory at a writable place that is not in use"
+            ) from err
+        try:
+            os.ftruncate(fd, size)  # zero-filled: every slot starts UNUSED
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        _IDENT.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, slots, SLOT_SIZE)
+        channel = cls(mm, slots, path)
+        channel.write_header(Header())
+        return channel
+
+    @classmethod
+    def open(cls, path: str) -> Channel:
+        """Map an existing channel file (rank side). Raises ConfigError if it is not one."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot open the heartbeat channel {path} ({err.strerror}); "
+                "SUPERVISE_CHANNEL must name the file supervise created"
+            ) from err
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise ConfigError(f"{path} is not a supervise channel (only {size} bytes)")
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        magic, version, slots, slot_size = _IDENT.unpack_from(mm, 0)
+        if magic != MAGIC or slot_size != SLOT_SIZE or size < HEADER_SIZE + slots * SLOT_SIZE:
+            mm.close()
+            raise ConfigError(f"{path} is not a supervise channel (bad magic or size)")
+        if version != LAYOUT_VERSION:
+            mm.close()
+            raise ConfigError(
+                f"{path} has channel layout version {version}, this client speaks "
+                f"{LAYOUT_VERSION}: install the same supervise version in the image and the "
+                "training environment"
+            )
+        return cls(mm, slots, path)
+
+    def close(self) -> None:
+        self.mm.close()
+
+    def slot_offset(self, rank: int) -> int:
+        if not 0 <= rank < self.slot_count:
+            raise IndexError(f"rank {rank} has no slot (the channel has {self.slot_count})")
+        return HEADER_SIZE + rank * SLOT_SIZE
+
+    # ------------------------------------------------------------ supervisor writes
+
+    def write_header(self, header: Header) -> None:
+        """Publish a new header. Supervisor only; one writer thread at a time."""
+        seq = _SEQ.unpack_from(self.mm, 16)[0]
+        _SEQ.pack_into(self.mm, 16, seq + 1)
+        _HEADER_BODY.pack_into(
+            self.mm,
+            _HEADER_BODY_AT,
+            header.ckpt_generation,
+            header.ckpt_reason,
+            1 if header.stop_requested else 0,
+            header.ckpt_deadline_ns,
+            header.resume_step,
+            header.restart_count,
+        )
+        _SEQ.pack_into(self.mm, 16, seq + 2)
+
+    # ------------------------------------------------------------------------ reads
+
+    def read_header(self) -> Header:
+        """A consistent header; retries while the supervisor is mid-write."""
+        for _ in range(_READ_RETRIES):
+            before = _SEQ.unpack_from(self.mm, 16)[0]
+            if before & 1:
+                continue
+            body = _HEADER_BODY.unpack_from(self.mm, _HEADER_BODY_AT)
+            if _SEQ.unpack_from(self.mm, 16)[0] == before:
+                gen, reason, stop, deadline, resume, restarts = body
+                return Header(gen, reason, bool(stop), deadline, resume, restarts)
+        raise TimeoutError("the channel header stayed mid-write; the supervisor is stuck")
+
+    def read_slot(self, rank: int) -> Slot | None:
+        """A consistent read of one slot, or None if the writer stayed mid-write.
+
+        A rank that died mid-write leaves its slot odd forever; None then tells the caller
+        to keep its previous reading rather than trust a torn one.
+        """
+        offset = self.slot_offset(rank)
+        mm = self.mm
+        for _ in range(_READ_RETRIES):
+            fields = _SLOT.unpack_from(mm, offset)
+            if fields[0] & 1:
+                continue
+            if _SEQ.unpack_from(mm, offset)[0] == fields[0]:
+                _, pid, state, _, _, step, beat, ckpt_step, ckpt_ack, phase = fields
+                return Slot(
+                    rank,
+                    pid,
+                    SlotState(state) if state <= 2 else SlotState.UNUSED,
+                    step,
+                    beat,
+                    ckpt_step,
+                    ckpt_ack,
+                    phase.rstrip(b"\0").decode("utf-8", "replace"),
+                )
+        return None
+
+    def read_slots(self) -> list[Slot]:
+        """Every slot that a rank has used (RUNNING or FINISHED) and that read cleanly."""
+        out = []
+        mm = self.mm
+        for rank in range(self.slot_count):
+            # Cheap skip: an UNUSED slot's state byte is 0 and nobody is writing it.
+            if (
+                mm[HEADER_SIZE + rank * SLOT_SIZE + 12] == 0
+                and not mm[HEADER_SIZE + rank * SLOT_SIZE]
+            ):
+                continue
+            slot = self.read_slot(rank)
+            if slot is not None and slot.state is not SlotState.UNUSED:
+                out.append(slot)
+        return out
+
+
+class SlotWriter:
+    """The writing side of one slot: the rank that owns it, in one thread.
+
+    `beat` is the hot path. Methods are not thread-safe against each other: call them from
+    the training thread only (a second writer would break the seqlock).
+    """
+
+    def __init__(self, channel: Channel, rank: int) -> None:
+        self._mm = channel.mm
+        self._off = channel.slot_offset(rank)
+        self._seq = _SEQ.unpack_from(self._mm, self._off)[0] & ~1
+
+    def _begin(self) -> None:
+        self._seq += 1
+        _SEQ.pack_into(self._mm, self._off, self._seq)
+
+    def _end(self) -> None:
+        self._seq += 1
+        _SEQ.pack_into(self._mm, self._off, self._seq)
+
+    def claim(self, pid: int, phase: str = "") -> None:
+        """Mark the slot RUNNING for `pid`, with no step yet."""
+        self._begin()
+        _PID_STATE.pack_into(self._mm, self._off + 8, pid, SlotState.RUNNING)
+        _STEP_BEAT.pack_into(self._mm, self._off + 16, -1, time.monotonic_ns())
+        _CKPT.pack_into(self._mm, self._off + 32, -1, 0)
+        _PHASE.pack_into(self._mm, self._off + 48, encode_phase(phase))
+        self._end()
+
+    def beat(self, step: int) -> None:
+        """Record progress: `step` and the time now. A few hundred nanoseconds."""
+        off = self._off
+        seq = self._seq + 1
+        _SEQ.pack_into(self._mm, off, seq)
+        _STEP_BEAT.pack_into(self._mm, off + 16, step, time.monotonic_ns())
+        self._seq = seq + 1
+        _SEQ.pack_into(self._mm, off, seq + 1)
+
+    def set_phase(self, phase: str) -> None:
+        """Enter `phase` ("" for none); entering a phase counts as a beat."""
+        self._begin()
+        _PHASE.pack_into(self._mm, self._off + 48, encode_phase(phase))
+        _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
+        self._end()
+
+    def set_checkpoint(self, ckpt_step: int, ack_generation: int) -> None:
+        """Record the last committed checkpoint step and acknowledged request (issue 7)."""
+        self._begin()
+        _CKPT.pack_into(self._mm, self._off + 32, ckpt_step, ack_generation)
+        self._end()
+
+    def finish(self) -> None:
+        """Mark the slot FINISHED: the rank's silence from now on is not a hang."""
+        self._begin()
+        self._mm[self._off + 12] = SlotState.FINISHED
+        _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
+        self._end()

@@ -1,0 +1,178 @@
+"""The training-side API: `sup = supervisor.attach()`, then `sup.step(n)` in the loop.
+
+    import supervisor
+    sup = supervisor.attach()
+    for step in range(start, total):
+        train_one_step()
+        sup.step(step)
+
+Guarantees:
+* Imports only the standard library and `supervisor.channel`; never torch. Safe to import
+  at the top of any training script.
+* Outside supervise (no `SUPERVISE_CHANNEL` in the environment) `attach()` returns a no-op
+  handle with the same methods, so one script runs with or without supervise.
+* `step(n)` writes the step and a CLOCK_MONOTONIC timestamp into this rank's slot of the
+  shared-memory channel: no syscalls, no locks, no allocation beyond the integers. Call it
+  from one thread (the training loop); it is not thread-safe.
+* `finish()` (also run at interpreter exit) marks the rank finished, so the silence of a
+  rank that is done is never called a hang. A process forked from the rank (a DataLoader
+  worker) inherits the mapping but never marks the rank's slot finished.
+* The rank is `LOCAL_RANK`, else `RANK`, else 0: the slot index on this node.
+* Stack dumps without ptrace: on attach, if SIGUSR2 still has its default action, the
+  client registers `faulthandler` on SIGUSR2, writing all threads' Python stacks to
+  `$SUPERVISE_STACKS_DIR/rank<R>-<pid>.txt`. supervise sends SIGUSR2 to every rank's pid
+  when it detects a hang. Consequence: a SIGUSR2 sent to the pod (which supervise forwards
+  to its child) makes an attached trainer dump its stacks instead of dying, the default
+  action. A trainer that installed its own SIGUSR2 handler keeps it and gets no dumps.
+* Problems here never stop training: a bad channel prints one line to stderr and the
+  handle degrades to a no-op.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import faulthandler
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO
+
+from supervisor.channel import STACK_SIGNAL, Channel, SlotWriter, stacks_file_name
+
+ENV_CHANNEL = "SUPERVISE_CHANNEL"
+ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
+ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
+ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return default
+
+
+def _local_rank() -> int:
+    for name in ("LOCAL_RANK", "RANK"):
+        value = _env_int(name, None)
+        if value is not None and value >= 0:
+            return value
+    return 0
+
+
+class NoopHandle:
+    """What `attach()` returns outside supervise: every method does nothing."""
+
+    active = False
+
+    def __init__(self) -> None:
+        self.rank = _local_rank()
+
+    def step(self, n: int) -> None:
+        """Record that this rank completed step `n` (no-op here)."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Mark a phase ("init", "train", "eval", "checkpoint", any name; no-op here)."""
+        yield
+
+    def finish(self) -> None:
+        """Mark this rank done (no-op here)."""
+
+    @property
+    def resume_step(self) -> int | None:
+        """The step supervise resumed from, or None when starting fresh."""
+        return _env_int(ENV_RESUME_STEP, None)
+
+    @property
+    def restart_count(self) -> int:
+        """How many times supervise has restarted the training command before this run."""
+        return _env_int(ENV_RESTART_COUNT, 0) or 0
+
+
+class Handle(NoopHandle):
+    """A rank attached to a live channel. Build it with `attach()`."""
+
+    active = True
+    step: Callable[[int], None]  # bound straight to the slot writer: one call on the hot path
+
+    def __init__(self, channel: Channel, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+        self._channel = channel
+        self._writer = SlotWriter(channel, rank)
+        self._pid = os.getpid()
+        self._finished = False
+        self._phase = ""
+        self._stacks: IO[str] | None = None
+        self._writer.claim(self._pid)
+        self.step = self._writer.beat
+        atexit.register(self.finish)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Enter phase `name` for the duration of the block; phases nest and restore."""
+        outer = self._phase
+        self._phase = name
+        self._writer.set_phase(name)
+        try:
+            yield
+        finally:
+            self._phase = outer
+            self._writer.set_phase(outer)
+
+    def finish(self) -> None:
+        """Mark this rank finished. Idempotent; ignored in a forked child process."""
+        if self._finished or os.getpid() != self._pid:
+            return
+        self._finished = True
+        self._writer.finish()
+
+    def _register_stack_dump(self, stacks_dir: str) -> None:
+        if signal.getsignal(STACK_SIGNAL) is not signal.SIG_DFL:
+            return  # the trainer owns SIGUSR2; do not take it away
+        path = os.path.join(stacks_dir, stacks_file_name(self.rank, self._pid))
+        try:
+            # Kept open for the life of the process: faulthandler writes to its fd from the
+            # signal handler, where opening a file would not be async-signal-safe.
+            self._stacks = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as err:
+            print(f"supervise: cannot write stack dumps to {path}: {err}", file=sys.stderr)
+            return
+        faulthandler.register(STACK_SIGNAL, file=self._stacks, all_threads=True, chain=False)
+
+
+_attached: tuple[int, NoopHandle] | None = None  # (pid that attached, its handle)
+
+
+def attach() -> NoopHandle:
+    """This rank's handle: live under supervise, a no-op elsewhere. Idempotent per process."""
+    global _attached
+    pid = os.getpid()
+    if _attached is None:
+        _attached = (pid, _attach())
+    elif _attached[0] != pid:
+        return NoopHandle()  # a process forked from a rank is not that rank
+    return _attached[1]
+
+
+def _attach() -> NoopHandle:
+    path = os.environ.get(ENV_CHANNEL)
+    if not path:
+        return NoopHandle()
+    rank = _local_rank()
+    try:
+        channel = Channel.open(path)
+        handle = Handle(channel, rank)
+    except (ValueError, IndexError, OSError) as err:  # ConfigError is a ValueError
+        print(f"supervise: heartbeats disabled for rank {rank}: {err}", file=sys.stderr)
+        return NoopHandle()
+    stacks_dir = os.environ.get(ENV_STACKS_DIR)
+    if stacks_dir:
+        handle._register_stack_dump(stacks_dir)
+    return handle
