@@ -1,0 +1,282 @@
+"""Watchdogs that turn missing progress into a HANG finding.
+
+`HangWatchdog` polls every rank's slot in the heartbeat channel (every `poll_interval`,
+0.2 s by default) from its own daemon thread. A rank is stalled when its last beat is older
+than the timeout of its phase (`HangOptions.timeout_for`). Not stalled, ever:
+* a slot no rank has claimed (the rank has not started);
+* a FINISHED slot (the rank said it is done);
+* a rank whose process no longer exists (it died: the child's exit status tells that
+  story, and calling it a hang would hide the real cause).
+
+On the first stall it reports one `Found(Finding(source="hang", kind="heartbeat_stall",
+exit_code=HANG, urgency=STOP))` and then goes quiet. The detail names the rank that
+stalled first (oldest last beat) and lists every rank's state. When a `collect_stacks`
+callable is given, the watchdog asks for every running rank's stacks before reporting
+(bounded by the callable's own timeout) and merges what it returns into the detail; if the
+stacks single out one stalled rank as the suspect (the one not waiting inside a
+collective), that rank is the one named.
+
+While ranks step in a steady phase, the watchdog feeds their seconds-per-step into the
+calibration, which `calibration` exposes for the lead to persist.
+
+`LogSilenceWatchdog` reports `kind="log_silence"` once the child has written nothing for
+its timeout. Both: `start` returns at once, `stop` returns within a poll interval, `report`
+is called from the watchdog's thread, and an unexpected error in the thread is reported as
+a NOTE finding instead of dying silently.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from supervisor.channel import Channel, Slot, SlotState
+from supervisor.events import Finding, Found, Report, Urgency
+from supervisor.exitcodes import ExitCode
+from supervisor.hang.calibration import Calibration
+from supervisor.hang.options import STEADY_PHASES, HangOptions
+
+StackCollector = Callable[[Mapping[int, int], Iterable[int]], Mapping[str, object]]
+"""(pids by rank, stalled ranks) -> facts to merge into the finding (stacks, suspects...)."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    slot: Slot
+    stalled_for: float  # seconds since the last beat
+    timeout: float
+    timeout_source: str  # "init", "explicit", "calibrated", "phase"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rank": self.slot.rank,
+            "pid": self.slot.pid,
+            "step": self.slot.step,
+            "phase": self.slot.phase,
+            "stalled_for_s": round(self.stalled_for, 3),
+            "timeout_s": round(self.timeout, 3),
+            "timeout_from": self.timeout_source,
+        }
+
+
+def find_stalls(
+    slots: Iterable[Slot],
+    now_ns: int,
+    options: HangOptions,
+    calibrated: float | None,
+    alive: Callable[[int], bool],
+) -> list[Stall]:
+    """The stalled ranks among `slots`, oldest last beat first. Pure apart from `alive`."""
+    stalls = []
+    for slot in slots:
+        if slot.state is not SlotState.RUNNING:
+            continue
+        timeout, source = options.timeout_for(slot.phase, slot.step >= 0, calibrated)
+        stalled_for = (now_ns - slot.beat_ns) / 1e9
+        if stalled_for > timeout and alive(slot.pid):
+            stalls.append(Stall(slot, stalled_for, timeout, source))
+    stalls.sort(key=lambda s: s.slot.beat_ns)
+    return stalls
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` still exists (a zombie counts: it has not been reaped yet)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _rank_summary(slot: Slot, now_ns: int) -> dict[str, object]:
+    return {
+        "rank": slot.rank,
+        "pid": slot.pid,
+        "state": slot.state.name.lower(),
+        "step": slot.step,
+        "phase": slot.phase,
+        "last_beat_s_ago": round((now_ns - slot.beat_ns) / 1e9, 3),
+    }
+
+
+def stall_finding(
+    stalls: list[Stall], slots: list[Slot], now_ns: int, extra: Mapping[str, object]
+) -> Finding:
+    """The HANG finding for `stalls` (non-empty), naming the rank to blame."""
+    first = stalls[0]
+    named, named_by = first, "oldest_beat"
+    suspects = extra.get("suspects")
+    if isinstance(suspects, list) and len(suspects) == 1:
+        for stall in stalls:
+            if stall.slot.rank == suspects[0]:
+                named, named_by = stall, "stacks"
+    detail: dict[str, object] = {
+        **named.as_dict(),
+        "first": first.slot.rank,
+        "named_by": named_by,
+        "stalled": [s.as_dict() for s in stalls],
+        "ranks": [_rank_summary(s, now_ns) for s in slots],
+        **{k: v for k, v in extra.items() if k not in {"rank", "first"}},
+    }
+    phase = f" in phase {named.slot.phase!r}" if named.slot.phase else ""
+    step = f"at step {named.slot.step}" if named.slot.step >= 0 else "before its first step"
+    summary = (
+        f"rank {named.slot.rank} (pid {named.slot.pid}) made no progress for "
+        f"{named.stalled_for:.1f} s {step}{phase} (timeout {named.timeout:g} s, "
+        f"{named.timeout_source}); {len(stalls)} of {len(slots)} ranks stalled"
+    )
+    return Finding(
+        source="hang",
+        kind="heartbeat_stall",
+        summary=summary,
+        exit_code=ExitCode.HANG,
+        urgency=Urgency.STOP,
+        detail=detail,
+    )
+
+
+class _Poller:
+    """A daemon thread that calls `poll()` every `interval` until stopped or it returns True."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.name = name
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._report: Report | None = None
+        self._now: Callable[[], float] = lambda: 0.0
+
+    def start(self, report: Report, clock_monotonic: Callable[[], float]) -> None:
+        if self._thread is not None:
+            return
+        self._report = report
+        self._now = clock_monotonic
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        assert self._report is not None
+        while not self._stop.wait(self._interval):
+            try:
+                if self.poll():
+                    return
+            except Exception as err:  # a watchdog must say it broke, not vanish
+                self._report(
+                    Found(
+                        Finding(
+                            source="hang",
+                            kind="watchdog_error",
+                            summary=f"the {self.name} watchdog stopped: {err!r}",
+                            urgency=Urgency.NOTE,
+                        ),
+                        self._now(),
+                    )
+                )
+                return
+
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+
+class HangWatchdog(_Poller):
+    """Heartbeat staleness per rank, from the shared-memory channel."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        options: HangOptions,
+        calibration: Calibration | None = None,
+        collect_stacks: StackCollector | None = None,
+        alive: Callable[[int], bool] = pid_alive,
+    ) -> None:
+        super().__init__("hang", options.poll_interval)
+        self._channel = channel
+        self._options = options
+        self._collect = collect_stacks
+        self._alive = alive
+        self._lock = threading.Lock()
+        self._calibration = calibration or Calibration()
+        self._seen: dict[int, Slot] = {}  # last clean read per rank
+
+    @property
+    def calibration(self) -> Calibration:
+        """The calibration so far (thread-safe snapshot), for the lead to persist."""
+        with self._lock:
+            return self._calibration
+
+    def calibrated_timeout(self) -> float | None:
+        return self.calibration.timeout(self._options.calibration)
+
+    def poll(self) -> bool:
+        slots = self._channel.read_slots()
+        now_ns = int(self._now() * 1e9)
+        self._learn(slots)
+        stalls = find_stalls(slots, now_ns, self._options, self.calibrated_timeout(), self._alive)
+        if not stalls:
+            return False
+        extra: Mapping[str, object] = {}
+        if self._collect is not None:
+            running = {s.rank: s.pid for s in slots if s.state is SlotState.RUNNING}
+            extra = self._collect(running, [s.slot.rank for s in stalls])
+        assert self._report is not None
+        self._report(Found(stall_finding(stalls, slots, now_ns, extra), self._now()))
+        return True
+
+    def _learn(self, slots: list[Slot]) -> None:
+        """Feed steady-state seconds-per-step into the calibration."""
+        knobs = self._options.calibration
+        for slot in slots:
+            before = self._seen.get(slot.rank)
+            self._seen[slot.rank] = slot
+            if (
+                before is None
+                or before.pid != slot.pid  # the rank was restarted: a new series
+                or before.step < 0  # the first step includes start-up, not a step
+                or slot.step <= before.step
+                or before.phase != slot.phase
+                or slot.phase not in STEADY_PHASES
+            ):
+                continue
+            per_step = (slot.beat_ns - before.beat_ns) / 1e9 / (slot.step - before.step)
+            with self._lock:
+                self._calibration = self._calibration.observe(per_step, knobs)
+
+
+class LogSilenceWatchdog(_Poller):
+    """Opt-in fallback for uninstrumented programs: no output for `timeout` s is a hang."""
+
+    def __init__(self, last_output: Callable[[], float], timeout: float, poll: float = 0.25):
+        super().__init__("log-silence", min(poll, timeout / 4))
+        self._last_output = last_output
+        self._timeout = timeout
+
+    def poll(self) -> bool:
+        silent_for = self._now() - self._last_output()
+        if silent_for <= self._timeout:
+            return False
+        assert self._report is not None
+        finding = Finding(
+            source="hang",
+            kind="log_silence",
+            summary=(
+                f"the training command wrote nothing for {silent_for:.1f} s "
+                f"(--log-silence-timeout {self._timeout:g} s)"
+            ),
+            exit_code=ExitCode.HANG,
+            urgency=Urgency.STOP,
+            detail={"silent_for_s": round(silent_for, 3), "timeout_s": self._timeout},
+        )
+        self._report(Found(finding, self._now()))
+        return True

@@ -1,0 +1,176 @@
+"""Log rules: lines in the child's output that say which failure class a death belongs to.
+
+Pure (L1). The log pump searches `DEFAULT_MATCHER.prefilter` over whole chunks of output
+(one compiled alternation of literal keywords, so a chunk without any costs one regex scan)
+and calls `match(line)` only on lines that hit it. Every rule's pattern contains one of the
+prefilter's keywords, so the prefilter never hides a line a rule would match (a test checks
+this on every sample line).
+
+All findings are `Urgency.ON_EXIT`: a matched line does not stop anything by itself; it
+explains the child's death if the child then dies. The first rule that matches wins, so
+more specific rules come first. Sources are in the shared reference torch_k8s.md, section
+B ("Timeout log sequence", "NCCL error format", "CUDA errors"), which quotes PyTorch's
+ProcessGroupNCCL.cpp / NCCLUtils.hpp and the CUDA driver's cuGetErrorString table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from supervisor.events import Finding, Urgency
+from supervisor.exitcodes import ExitCode
+
+_MAX_LINE = 500  # characters of the matched line kept as evidence
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    pattern: re.Pattern[str]
+    exit_code: ExitCode
+    reason: str  # why this line means this class, for the termination message
+    source: str  # where the text comes from
+
+    def finding(self, line: str, found: re.Match[str]) -> Finding:
+        detail: dict[str, object] = {"line": line.strip()[:_MAX_LINE], "rule_source": self.source}
+        for key, value in found.groupdict().items():
+            if value is not None:
+                detail[key] = int(value) if value.isdigit() else value
+        return Finding(
+            source="log",
+            kind=self.kind,
+            summary=self.reason,
+            exit_code=self.exit_code,
+            urgency=Urgency.ON_EXIT,
+            detail=detail,
+        )
+
+
+def _rule(kind: str, regex: str, code: ExitCode, reason: str, source: str) -> Rule:
+    return Rule(kind, re.compile(regex), code, reason, source)
+
+
+_RANK = r"(?:\[Rank (?P<rank>\d+)\]\s*)?"
+
+RULES: tuple[Rule, ...] = (
+    # --- HANG: the NCCL watchdog gave up on a collective. The process aborts (SIGABRT)
+    # after these lines, which alone would look like a crash.
+    _rule(
+        "nccl_collective_timeout",
+        _RANK + r"Watchdog caught collective operation timeout: WorkNCCL\("
+        r"SeqNum=(?P<seq>\d+), OpType=(?P<op>\w+)",
+        ExitCode.HANG,
+        "NCCL watchdog: a collective timed out, so a rank stopped participating (a hang)",
+        "ProcessGroupNCCL.cpp watchdog, torch_k8s.md B 'Timeout log sequence'",
+    ),
+    _rule(
+        "nccl_collective_timeout",
+        r"Watchdog caught collective operation timeout",
+        ExitCode.HANG,
+        "NCCL watchdog: a collective timed out, so a rank stopped participating (a hang)",
+        "ProcessGroupNCCL.cpp watchdog, torch_k8s.md B 'Timeout log sequence'",
+    ),
+    _rule(
+        "nccl_watchdog_hang",
+        r"ProcessGroupNCCL's watchdog got stuck for (?P<stuck_s>\d+) seconds without making "
+        r"progress",
+        ExitCode.HANG,
+        "NCCL heartbeat monitor: the watchdog thread itself stopped making progress (a hang)",
+        "ProcessGroupNCCL.cpp heartbeat monitor, torch_k8s.md B 'Heartbeat path'",
+    ),
+    _rule(
+        "nccl_watchdog_hang",
+        r"due to ProcessGroupNCCL watchdog hang|Heartbeat monitor timed out!",
+        ExitCode.HANG,
+        "NCCL heartbeat monitor: the watchdog thread itself stopped making progress (a hang)",
+        "ProcessGroupNCCL.cpp heartbeat monitor (current and older text), torch_k8s.md B",
+    ),
+    # --- INFRA_FAILED: the transport or a peer failed, not this rank's code.
+    _rule(
+        "nccl_remote_error",
+        r"ncclRemoteError",
+        ExitCode.INFRA_FAILED,
+        "NCCL remote error: a network failure or a peer process exited early",
+        "NCCLUtils.hpp error interpretation, torch_k8s.md B 'NCCL error format'",
+    ),
+    _rule(
+        "nccl_system_error",
+        r"ncclSystemError",
+        ExitCode.INFRA_FAILED,
+        "NCCL system error: a socket, memory or external library call failed",
+        "NCCLUtils.hpp error interpretation, torch_k8s.md B 'NCCL error format'",
+    ),
+    _rule(
+        "nccl_comm_aborted",
+        r"NCCL communicator was aborted(?: on rank (?P<rank>\d+))?",
+        ExitCode.INFRA_FAILED,
+        "the NCCL communicator was aborted, usually after another rank or link failed",
+        "ProcessGroupNCCL.cpp, torch_k8s.md B 'An aborted communicator'",
+    ),
+    # --- DEVICE_FAILED: CUDA strings that name hardware faults.
+    _rule(
+        "cuda_uncorrectable_ecc",
+        r"uncorrectable ECC error encountered",
+        ExitCode.DEVICE_FAILED,
+        "CUDA reported an uncorrectable ECC error: GPU memory is faulty",
+        "cuGetErrorString CUDA_ERROR_ECC_UNCORRECTABLE (214), torch_k8s.md B 'CUDA errors'",
+    ),
+    _rule(
+        "cuda_uncorrectable_nvlink",
+        r"uncorrectable NVLink error",
+        ExitCode.DEVICE_FAILED,
+        "CUDA reported an uncorrectable NVLink error: the GPU interconnect is faulty",
+        "cuGetErrorString CUDA_ERROR_NVLINK_UNCORRECTABLE (220), torch_k8s.md B 'CUDA errors'",
+    ),
+    # --- TRAINING_FAILED, with the reason named: the program's own fault.
+    _rule(
+        "cuda_out_of_memory",
+        r"CUDA out of memory",
+        ExitCode.TRAINING_FAILED,
+        "CUDA out of memory: the model, batch or activations do not fit on the GPU",
+        "PyTorch caching allocator OutOfMemoryError text",
+    ),
+    _rule(
+        "cuda_device_assert",
+        r"device-side assert triggered",
+        ExitCode.TRAINING_FAILED,
+        "a CUDA device-side assert fired: usually an index out of range in the program",
+        "cuGetErrorString CUDA_ERROR_ASSERT (710), torch_k8s.md B 'CUDA errors'",
+    ),
+)
+
+# One literal keyword per rule family, each a substring that every line its rules match
+# must contain. Kept literal so the chunk scan stays a fast alternation.
+PREFILTER_KEYWORDS: tuple[bytes, ...] = (
+    b"Watchdog caught collective operation timeout",
+    b"watchdog got stuck for",
+    b"ProcessGroupNCCL watchdog hang",
+    b"Heartbeat monitor timed out!",
+    b"ncclRemoteError",
+    b"ncclSystemError",
+    b"NCCL communicator was aborted",
+    b"uncorrectable ECC error encountered",
+    b"uncorrectable NVLink error",
+    b"CUDA out of memory",
+    b"device-side assert triggered",
+)
+
+
+class LogMatcher:
+    """Rules plus their prefilter; stateless, so one instance serves every log pump."""
+
+    def __init__(self, rules: tuple[Rule, ...], keywords: tuple[bytes, ...]) -> None:
+        self.rules = rules
+        self.prefilter: re.Pattern[bytes] = re.compile(b"|".join(map(re.escape, keywords)))
+
+    def match(self, line: str) -> Finding | None:
+        """The finding of the first rule that matches `line`, or None."""
+        for rule in self.rules:
+            found = rule.pattern.search(line)
+            if found is not None:
+                return rule.finding(line, found)
+        return None
+
+
+DEFAULT_MATCHER = LogMatcher(RULES, PREFILTER_KEYWORDS)
