@@ -56,6 +56,7 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.errors import ConfigError
@@ -286,18 +287,13 @@ class SlotWriter:
     the training thread only (a second writer would break the seqlock).
     """
 
+    beat: Callable[[int], None]
+    """Record progress: `step` and the time now. A few hundred nanoseconds."""
+
     def __init__(self, channel: Channel, rank: int) -> None:
         self._mm = channel.mm
         self._off = channel.slot_offset(rank)
-        self._seq = _SEQ.unpack_from(self._mm, self._off)[0] & ~1
-
-    def _begin(self) -> None:
-        self._seq += 1
-        _SEQ.pack_into(self._mm, self._off, self._seq)
-
-    def _end(self) -> None:
-        self._seq += 1
-        _SEQ.pack_into(self._mm, self._off, self._seq)
+        self._begin, self._end, self.beat = _slot_writers(self._mm, self._off)
 
     def claim(self, pid: int, phase: str = "") -> None:
         """Mark the slot RUNNING for `pid`, with no step yet."""
@@ -307,15 +303,6 @@ class SlotWriter:
         _CKPT.pack_into(self._mm, self._off + 32, -1, 0)
         _PHASE.pack_into(self._mm, self._off + 48, encode_phase(phase))
         self._end()
-
-    def beat(self, step: int) -> None:
-        """Record progress: `step` and the time now. A few hundred nanoseconds."""
-        off = self._off
-        seq = self._seq + 1
-        _SEQ.pack_into(self._mm, off, seq)
-        _STEP_BEAT.pack_into(self._mm, off + 16, step, time.monotonic_ns())
-        self._seq = seq + 1
-        _SEQ.pack_into(self._mm, off, seq + 1)
 
     def set_phase(self, phase: str) -> None:
         """Enter `phase` ("" for none); entering a phase counts as a beat."""
@@ -336,3 +323,38 @@ class SlotWriter:
         self._mm[self._off + 12] = SlotState.FINISHED
         _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
         self._end()
+
+
+def _slot_writers(
+    mm: mmap.mmap, off: int
+) -> tuple[Callable[[], None], Callable[[], None], Callable[[int], None]]:
+    """(begin, end, beat) sharing one sequence counter.
+
+    Closures over locals rather than methods: a heartbeat then does no attribute lookups,
+    which measurably matters at a few hundred nanoseconds a call (bench_heartbeat.py).
+    """
+    seq = _SEQ.unpack_from(mm, off)[0] & ~1
+    pack_seq = _SEQ.pack_into
+    pack_step_beat = _STEP_BEAT.pack_into
+    now_ns = time.monotonic_ns
+    step_at = off + 16
+
+    def begin() -> None:
+        nonlocal seq
+        seq += 1
+        pack_seq(mm, off, seq)
+
+    def end() -> None:
+        nonlocal seq
+        seq += 1
+        pack_seq(mm, off, seq)
+
+    def beat(step: int) -> None:
+        nonlocal seq
+        seq += 1
+        pack_seq(mm, off, seq)  # odd: readers retry
+        pack_step_beat(mm, step_at, step, now_ns())
+        seq += 1
+        pack_seq(mm, off, seq)  # even: consistent again
+
+    return begin, end, beat

@@ -1,0 +1,112 @@
+"""Hang detection end to end: the real `supervise` binary, real children, real torchrun.
+
+Timing bounds are functional ("exits within timeout + 2 s" from the moment the stall began,
+as the issue demands); CLOCK_MONOTONIC is system-wide, so the trainer's stall timestamp and
+this test's clock agree.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+TRAINER = str(HERE / "trainer.py")
+DIST_TRAINER = str(HERE / "dist_trainer.py")
+HANG = 84
+
+
+def findings(events: list[dict], kind: str) -> Iterator[dict]:
+    """Every dict with this finding kind anywhere in the event log records."""
+
+    def walk(value: object) -> Iterator[dict]:
+        if isinstance(value, dict):
+            if value.get("kind") == kind:
+                yield value
+            for item in value.values():
+                yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+
+    for event in events:
+        yield from walk(event)
+
+
+def stall_finding(result) -> dict:
+    found = [f for f in findings(result.events, "heartbeat_stall") if "stacks" in f]
+    assert found, f"no heartbeat_stall with stacks in the event log: {result.events}"
+    return found[-1]
+
+
+def test_a_hang_before_the_first_step_trips_the_init_timeout(supervise) -> None:
+    started = time.monotonic()
+    result = supervise(
+        "--init-timeout", "2", "--hang-timeout", "0.5", "--",
+        sys.executable, TRAINER, "0", "0", "stall",
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == HANG, result.stderr.decode()[-2000:]
+    assert time.monotonic() - started < 15
+    assert result.termination["exitCode"] == HANG
+    assert result.termination["name"] == "HANG"
+    finding = stall_finding(result)
+    assert finding["timeout_from"] == "init" and finding["step"] == -1
+    assert "stall_here" in finding["stacks"]["0"]
+
+
+def test_a_slow_but_steady_run_is_never_called_a_hang(supervise) -> None:
+    # 8 steps 0.6 s apart against a 1.5 s hang timeout: slow, steady, and successful.
+    result = supervise(
+        "--hang-timeout", "1.5", "--init-timeout", "5", "--",
+        sys.executable, TRAINER, "8", "0.6", "exit",
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert not list(findings(result.events, "heartbeat_stall"))
+
+
+def test_log_silence_fallback_for_an_uninstrumented_program(supervise) -> None:
+    code = "import time\nprint('hello', flush=True)\ntime.sleep(600)"
+    result = supervise("--log-silence-timeout", "1.5", "--", sys.executable, "-c", code, timeout=60)
+    assert result.returncode == HANG, result.stderr.decode()[-2000:]
+    assert list(findings(result.events, "log_silence"))
+
+
+def stall_time(stdout: bytes) -> float:
+    for line in stdout.decode().splitlines():
+        if line.startswith("STALL "):
+            return float(line.split()[2])
+    raise AssertionError(f"the trainer never stalled: {stdout.decode()[-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["python", "collective"])
+def test_torchrun_two_gloo_ranks_one_stalls(supervise, mode: str) -> None:
+    hang_timeout = 4.0
+    result = supervise(
+        "--hang-timeout", str(hang_timeout), "--init-timeout", "120", "--",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        DIST_TRAINER, mode,
+        timeout=180,
+    )  # fmt: skip
+    ended = time.monotonic()
+    stderr = result.stderr.decode()[-3000:]
+    assert result.returncode == HANG, stderr
+    assert ended - stall_time(result.stdout) <= hang_timeout + 2.0
+    assert result.termination["exitCode"] == HANG, result.termination
+    summary = " ".join(e.get("summary", "") for e in result.termination["evidence"])
+    assert "rank 1" in summary, result.termination
+    finding = stall_finding(result)
+    assert finding["rank"] == 1
+    assert set(finding["stacks"]) == {"0", "1"}, finding.get("missing")
+    if mode == "python":
+        assert "stall_in_python" in finding["stacks"]["1"]
+        assert finding["named_by"] == "stacks" and finding["suspects"] == [1]
+    else:
+        assert "all_reduce" in finding["stacks"]["1"]
+        assert [s["rank"] for s in finding["stalled"]] == [1]
