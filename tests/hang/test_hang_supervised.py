@@ -12,11 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 HERE = Path(__file__).parent
 TRAINER = str(HERE / "trainer.py")
-DIST_TRAINER = str(HERE / "dist_trainer.py")
 HANG = 84
 
 
@@ -75,38 +72,3 @@ def test_log_silence_fallback_for_an_uninstrumented_program(supervise) -> None:
     result = supervise("--log-silence-timeout", "1.5", "--", sys.executable, "-c", code, timeout=60)
     assert result.returncode == HANG, result.stderr.decode()[-2000:]
     assert list(findings(result.events, "log_silence"))
-
-
-def stall_time(stdout: bytes) -> float:
-    for line in stdout.decode().splitlines():
-        if line.startswith("STALL "):
-            return float(line.split()[2])
-    raise AssertionError(f"the trainer never stalled: {stdout.decode()[-2000:]}")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["python", "collective"])
-def test_torchrun_two_gloo_ranks_one_stalls(supervise, mode: str) -> None:
-    hang_timeout = 4.0
-    result = supervise(
-        "--hang-timeout", str(hang_timeout), "--init-timeout", "120", "--",
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        DIST_TRAINER, mode,
-        timeout=180,
-    )  # fmt: skip
-    ended = time.monotonic()
-    stderr = result.stderr.decode()[-3000:]
-    assert result.returncode == HANG, stderr
-    assert ended - stall_time(result.stdout) <= hang_timeout + 2.0
-    assert result.termination["exitCode"] == HANG, result.termination
-    summary = " ".join(e.get("summary", "") for e in result.termination["evidence"])
-    assert "rank 1" in summary, result.termination
-    finding = stall_finding(result)
-    assert finding["rank"] == 1
-    assert set(finding["stacks"]) == {"0", "1"}, finding.get("missing")
-    if mode == "python":
-        assert "stall_in_python" in finding["stacks"]["1"]
-        assert finding["named_by"] == "stacks" and finding["suspects"] == [1]
-    else:
-        assert "all_reduce" in finding["stacks"]["1"]
-        assert [s["rank"] for s in finding["stalled"]] == [1]

@@ -17,6 +17,7 @@ import supervisor.client as client
 
 
 def stall_here() -> None:  # a recognisable frame name for the stack tests
+    print("stepped", flush=True)  # from in here, so a reader that saw it finds this frame
     time.sleep(600)
 
 
@@ -29,10 +30,10 @@ def main() -> None:
         for i in range(steps):
             time.sleep(interval)
             sup.step(i)
-        print("stepped", flush=True)
         if then == "stall":
             stall_here()
-        elif then == "finish":
+        print("stepped", flush=True)
+        if then == "finish":
             sup.finish()
             time.sleep(600)
         elif then == "crash":
