@@ -55,6 +55,9 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
         # 3 = tear down without abort; torchrun injects 1 into workers unless its own env
         # has a value, and Flight Recorder dumps need 3 (torch_k8s.md takeaway 4).
         (("TORCH_NCCL_ASYNC_ERROR_HANDLING",), "3"),
+        # Dump on a watchdog timeout or exception: true by default only in newer releases
+        # (torch_k8s.md B); torch 2.13 still reads it (ProcessGroupNCCL.hpp).
+        (("TORCH_NCCL_DUMP_ON_TIMEOUT",), "1"),
         # torch >= 2.9 reads TORCH_FR_BUFFER_SIZE first (FlightRecorder.hpp); older ones
         # read only TORCH_NCCL_TRACE_BUFFER_SIZE, whose default there was 0 (off).
         (("TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"), FR_BUFFER_SIZE),
@@ -62,8 +65,10 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
             ("TORCH_FR_DUMP_TEMP_FILE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"),
             os.path.join(fr_dir, FR_DUMP_STEM),
         ),
-        # Each rank mkfifo()s "<stem><rank>.pipe" and dumps when a byte arrives
-        # (DumpPipe in ProcessGroupNCCL.hpp; only when the trace buffer size is > 0).
+        # Each rank mkfifo()s "<stem><rank>.pipe" and dumps when a byte arrives (DumpPipe
+        # in ProcessGroupNCCL.hpp; only when the trace buffer size is > 0). torch 2.13
+        # reads TORCH_NCCL_DEBUG_INFO_PIPE_FILE; the TORCH_FR_ name is for newer releases
+        # (torch_k8s.md B) and is ignored by older ones, so setting both is safe.
         (
             ("TORCH_FR_DEBUG_INFO_PIPE_FILE", "TORCH_NCCL_DEBUG_INFO_PIPE_FILE"),
             os.path.join(fr_dir, FR_PIPE_STEM),
