@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).parent
 TRAINER = str(HERE / "trainer.py")
 HANG = 84
@@ -72,3 +74,36 @@ def test_log_silence_fallback_for_an_uninstrumented_program(supervise) -> None:
     result = supervise("--log-silence-timeout", "1.5", "--", sys.executable, "-c", code, timeout=60)
     assert result.returncode == HANG, result.stderr.decode()[-2000:]
     assert list(findings(result.events, "log_silence"))
+
+
+NCCL_TIMEOUT_LINE = (
+    "[rank1]:[E ProcessGroupNCCL.cpp:632] [Rank 1] Watchdog caught collective operation "
+    "timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600065 "
+    "milliseconds before timing out."
+)
+
+
+@pytest.mark.parametrize(
+    "line, death, code, name",
+    [
+        (NCCL_TIMEOUT_LINE, "abort", 84, "HANG"),  # NCCL aborts the process: SIGABRT
+        ("ncclRemoteError: A call failed possibly due to a network error", "exit", 86,
+         "INFRA_FAILED"),
+        ("RuntimeError: CUDA error: uncorrectable ECC error encountered", "exit", 82,
+         "DEVICE_FAILED"),
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "exit", 80,
+         "TRAINING_FAILED"),
+    ],
+    ids=["nccl-timeout", "nccl-remote", "ecc", "oom"],
+)  # fmt: skip
+def test_a_matched_line_then_death_is_classified(supervise, line, death, code, name) -> None:
+    program = (
+        "import os, sys\n"
+        f"sys.stderr.write({line!r} + '\\n')\n"
+        "sys.stderr.flush()\n"
+        f"os.abort() if {death!r} == 'abort' else sys.exit(1)\n"
+    )
+    result = supervise("--", sys.executable, "-c", program, timeout=60)
+    assert result.returncode == code, result.termination
+    assert result.termination["name"] == name
+    assert line.encode() in result.stderr  # the log passes through unchanged
