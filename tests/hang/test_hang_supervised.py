@@ -58,6 +58,7 @@ def test_a_hang_before_the_first_step_trips_the_init_timeout(supervise) -> None:
     assert "stall_here" in finding["stacks"]["0"]
 
 
+@pytest.mark.slow
 def test_a_slow_but_steady_run_is_never_called_a_hang(supervise) -> None:
     # 8 steps 0.6 s apart against a 1.5 s hang timeout: slow, steady, and successful.
     result = supervise(
