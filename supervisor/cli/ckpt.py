@@ -1,0 +1,197 @@
+"""`supervise ckpt ls|verify|prune URL`: inspect and tidy a checkpoint root.
+
+All three are torch-free and read through `supervisor.storage`. Exit codes:
+
+- `ls`: 0, listing even corrupt steps (marked so).
+- `verify`: 0 the step is valid, 1 it is corrupt, 2 there is no committed step (or not the
+  one asked for). Storage that cannot be read exits INFRA_FAILED (86) with one line.
+- `prune`: 0 after deleting what `--keep`/`--keep-every` let go.
+
+A bad URL or option exits CONFIG_ERROR (81) through `supervisor.cli.main`. A progress bar
+goes to stderr while verifying checkpoints over 64 MiB: redrawn in place on a terminal,
+one line per quarter otherwise (pod logs).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+PROGRESS_MIN_BYTES = 64 << 20
+
+Url = Annotated[str, typer.Argument(help="Checkpoint root: a path or an fsspec URL (s3://...).")]
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _fail(err: Exception) -> None:
+    """One line on stderr and the error's own exit class (storage: 86)."""
+    from supervisor.errors import SuperviseError
+
+    print(f"supervise ckpt: error: {err}", file=sys.stderr)
+    code = err.exit_code.code if isinstance(err, SuperviseError) else 1
+    raise typer.Exit(code)
+
+
+def ls_command(url: Url) -> None:
+    """List committed, corrupt and uncommitted steps as a table."""
+    from supervisor.errors import CheckpointError, StorageError
+    from supervisor.storage import layout
+    from supervisor.storage.backend import Storage
+    from supervisor.storage.reader import Reader
+
+    try:
+        storage = Storage(url)
+        reader = Reader(storage)
+        rows = []
+        for name in storage.names():
+            step = layout.parse_step_dirname(name)
+            staged = layout.parse_staging_dirname(name)
+            if staged is not None:
+                rows.append((staged[0], "uncommitted", "-", "-", "-", "-", "-"))
+                continue
+            if step is None:
+                continue
+            try:
+                if reader.marker(step) is None:
+                    rows.append((step, "uncommitted", "-", "-", "-", "-", "-"))
+                    continue
+                m = reader.manifest(step)
+                problems = reader.shallow_problems(m)
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.wall_time))
+                state = "corrupt" if problems else "committed"
+                row = (
+                    step,
+                    state,
+                    m.reason,
+                    _human(m.total_bytes),
+                    str(len(m.files)),
+                    str(m.world_size),
+                    when,
+                )
+                rows.append(row)
+            except CheckpointError:
+                rows.append((step, "corrupt", "-", "-", "-", "-", "-"))
+    except StorageError as err:
+        _fail(err)
+    if not rows:
+        print(f"no checkpoints under {url}")
+        return
+    header = ("STEP", "STATE", "REASON", "SIZE", "FILES", "WORLD", "SAVED (UTC)")
+    table = [header, *[(str(r[0]), *r[1:]) for r in sorted(rows, key=lambda r: r[0])]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _progress() -> Callable[[int, int], None]:
+    tty = sys.stderr.isatty()
+    last = {"quarter": -1}
+
+    def show(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_BYTES:
+            return
+        fraction = done / total if total else 1.0
+        if tty:
+            bar = "#" * int(fraction * 30)
+            end = "\n" if done >= total else ""
+            print(
+                f"\rverifying [{bar:<30}] {fraction:4.0%} of {_human(total)}",
+                end=end,
+                file=sys.stderr,
+                flush=True,
+            )
+        elif int(fraction * 4) > last["quarter"]:
+            last["quarter"] = int(fraction * 4)
+            print(f"verifying: {fraction:.0%} of {_human(total)}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def verify_command(
+    url: Url,
+    step: Annotated[
+        int | None, typer.Option("--step", help="Step to verify; default: the newest committed.")
+    ] = None,
+) -> None:
+    """Check every byte of a step against its checksums: exit 0 valid, 1 corrupt, 2 none."""
+    from supervisor.errors import StorageError
+    from supervisor.storage.backend import Storage
+    from supervisor.storage.reader import Reader
+
+    try:
+        reader = Reader(Storage(url))
+        if step is None:
+            committed = reader.steps()
+            if not committed:
+                print(f"no committed checkpoint under {url}")
+                raise typer.Exit(2)
+            step = committed[-1]
+        result = reader.verify(step, _progress())
+    except StorageError as err:
+        _fail(err)
+        return
+    if not result.found:
+        print(f"step {step}: not committed under {url}")
+        raise typer.Exit(2)
+    if not result.ok:
+        print(f"step {step}: CORRUPT")
+        for problem in result.problems:
+            print(f"  {problem}")
+        raise typer.Exit(1)
+    print(f"step {step}: valid ({_human(result.bytes_checked)} checked)")
+
+
+def prune_command(
+    url: Url,
+    keep: Annotated[
+        int, typer.Option("--keep", help="Keep the newest N committed steps (N >= 2).")
+    ],
+    keep_every: Annotated[
+        int | None, typer.Option("--keep-every", help="Also keep every step divisible by K.")
+    ] = None,
+) -> None:
+    """Delete old committed steps beyond the retention, and leftovers of failed saves."""
+    from supervisor.errors import StorageError
+    from supervisor.storage.backend import Storage
+    from supervisor.storage.reader import Reader
+    from supervisor.storage.retention import Retention, to_delete
+
+    from supervisor.errors import ConfigError
+
+    if keep < 2:
+        raise ConfigError(f"--keep must be >= 2 (got {keep}): the previous step is the fallback")
+    retention = Retention(keep, keep_every)  # ConfigError (exit 81) for a bad --keep-every
+    try:
+        storage = Storage(url)
+        doomed = to_delete(Reader(storage).steps(), retention)
+        for step in doomed:
+            storage.trash(step)
+            print(f"deleted step {step}")
+        from supervisor.storage.store import CheckpointStore
+
+        CheckpointStore(url, keep_last=keep, keep_every=keep_every).cleanup()
+    except StorageError as err:
+        _fail(err)
+    if not doomed:
+        print("nothing to delete")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `ckpt ls|verify|prune` to the `supervise` app."""
+    ckpt = typer.Typer(help="Inspect, verify and prune checkpoints.", no_args_is_help=True)
+    ckpt.command("ls")(ls_command)
+    ckpt.command("verify")(verify_command)
+    ckpt.command("prune")(prune_command)
+    app.add_typer(ckpt, name="ckpt")

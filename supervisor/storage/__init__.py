@@ -1,0 +1,75 @@
+"""Checkpoint storage: atomic, checksummed, pickle-free checkpoints over any fsspec URL.
+
+Training code uses `CheckpointStore` (also exported as `supervisor.CheckpointStore`):
+
+    store = CheckpointStore("s3://bucket/run-7")   # or a path; default $SUPERVISE_CHECKPOINT_DIR
+    store.save(step, {"model": model.state_dict(), "optim": opt.state_dict(), ...})
+    state = store.load()                           # newest committed step that verifies
+
+The supervisor process uses the module functions `steps`, `latest`, `verify`, which never
+import torch. The guarantees and failure windows are in `store` (saving), `backend` (the
+commit protocol per storage kind) and `reader` (what counts as committed).
+
+Importing this package costs fsspec but never torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from supervisor.storage.layout import Manifest
+from supervisor.storage.reader import Reader, Verification
+from supervisor.storage.store import CheckpointStore, SaveHandle
+
+__all__ = [
+    "CheckpointStore",
+    "Manifest",
+    "SaveHandle",
+    "Verification",
+    "latest",
+    "load_sharded",
+    "save_sharded",
+    "steps",
+    "verify",
+]
+
+
+def _reader(url: str, storage_options: dict[str, Any] | None) -> Reader:
+    from supervisor.storage.backend import Storage
+
+    return Reader(Storage(url, storage_options))
+
+
+def steps(url: str, storage_options: dict[str, Any] | None = None) -> list[int]:
+    """Committed steps under `url`, oldest first. Torch-free."""
+    return _reader(url, storage_options).steps()
+
+
+def latest(url: str, storage_options: dict[str, Any] | None = None) -> int | None:
+    """The newest committed step whose manifest and files check out, or None. Torch-free."""
+    return _reader(url, storage_options).latest()
+
+
+def verify(
+    url: str,
+    step: int,
+    progress: Callable[[int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Verification:
+    """Deep-check one step (every byte against its CRC32). Torch-free."""
+    return _reader(url, storage_options).verify(step, progress)
+
+
+def save_sharded(store: CheckpointStore, step: int, state_dict: dict, **kw: Any) -> Manifest | None:
+    """Collective DCP save committed by our manifest and marker; see `distributed`."""
+    from supervisor.storage.distributed import save_sharded as impl
+
+    return impl(store, step, state_dict, **kw)
+
+
+def load_sharded(store: CheckpointStore, state_dict: dict, step: int | None = None) -> int:
+    """Collective DCP load of a verified sharded step into `state_dict`; returns the step."""
+    from supervisor.storage.distributed import load_sharded as impl
+
+    return impl(store, state_dict, step)

@@ -1,0 +1,182 @@
+"""Names and records of the checkpoint layout: what a step looks like in storage.
+
+Plain data and parsing, no I/O. Under one root URL:
+
+    root/step_000000000012/COMMITTED                 marker, written last, create-only
+    root/step_000000000012/<attempt>/manifest.json   files with sizes and CRC32s, reason, ...
+    root/step_000000000012/<attempt>/state.json      the JSON skeleton of the state
+    root/step_000000000012/<attempt>/tensors-00000.safetensors
+    root/step_000000000012.tmp-<attempt>/            local filesystems only: staging, renamed
+
+Step numbers are zero-padded so that lexicographic order is numeric order in every listing.
+Each save runs as a fresh `attempt`; the marker names the attempt that won, so files of a
+zombie writer for the same step are never read (and are cleaned up later).
+
+A step is committed iff `COMMITTED` parses and names the SHA-256 of the attempt's manifest.
+Every parse error here raises `CheckpointError` saying which object is bad.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from supervisor.errors import CheckpointError
+
+FORMAT = "supervise-checkpoint"
+FORMAT_VERSION = 1
+MARKER = "COMMITTED"
+MANIFEST = "manifest.json"
+SKELETON = "state.json"
+PICKLES = "objects.pt"
+STEP_DIGITS = 12
+REASONS = ("periodic", "degraded", "preempted", "final")
+KINDS = ("state", "dcp")
+
+_STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")
+_STAGING_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})\.tmp-([0-9a-z-]+)$")
+
+
+def step_dirname(step: int) -> str:
+    return f"step_{step:0{STEP_DIGITS}d}"
+
+
+def staging_dirname(step: int, attempt: str) -> str:
+    return f"{step_dirname(step)}.tmp-{attempt}"
+
+
+def parse_step_dirname(name: str) -> int | None:
+    """The step of a final step directory name, or None for anything else."""
+    match = _STEP_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def parse_staging_dirname(name: str) -> tuple[int, str] | None:
+    match = _STAGING_RE.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def new_attempt() -> str:
+    """Unique per save; sortable by start time so `ls` shows the newest attempt last."""
+    return f"{time.time_ns():x}-{uuid.uuid4().hex[:12]}"
+
+
+def check_step(step: object) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint step must be a non-negative int, got {step!r}")
+    if step >= 10**STEP_DIGITS:
+        raise CheckpointError(f"checkpoint step {step} has more than {STEP_DIGITS} digits")
+    return step
+
+
+def check_reason(reason: str) -> str:
+    if reason not in REASONS:
+        raise CheckpointError(f"checkpoint reason must be one of {', '.join(REASONS)}: {reason!r}")
+    return reason
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One data file of an attempt: path relative to the attempt directory."""
+
+    path: str
+    size: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a committed step holds. Readable without torch: `supervise ckpt ls` shows it."""
+
+    step: int
+    attempt: str
+    reason: str
+    kind: str
+    wall_time: float
+    world_size: int
+    files: tuple[FileEntry, ...]
+    tensor_bytes: int = 0
+    tensor_count: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def same_content(self, other: Manifest) -> bool:
+        """Identical data: same kind and the same files, sizes and checksums."""
+        mine = sorted((f.path, f.size, f.crc32) for f in self.files)
+        theirs = sorted((f.path, f.size, f.crc32) for f in other.files)
+        return self.kind == other.kind and mine == theirs
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        body["files"] = [asdict(f) for f in self.files]
+        return json.dumps(body, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> Manifest:
+        try:
+            body = json.loads(raw)
+            if body.get("format") != FORMAT:
+                raise ValueError("not a supervise checkpoint manifest")
+            if body.get("version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"format version {body.get('version')}, this supervise reads {FORMAT_VERSION}"
+                )
+            files = tuple(
+                FileEntry(f["path"], int(f["size"]), int(f["crc32"])) for f in body["files"]
+            )
+            return cls(
+                step=int(body["step"]),
+                attempt=str(body["attempt"]),
+                reason=str(body["reason"]),
+                kind=str(body["kind"]),
+                wall_time=float(body["wall_time"]),
+                world_size=int(body["world_size"]),
+                files=files,
+                tensor_bytes=int(body.get("tensor_bytes", 0)),
+                tensor_count=int(body.get("tensor_count", 0)),
+                metadata=dict(body.get("metadata") or {}),
+                versions=dict(body.get("versions") or {}),
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"manifest {where} is unreadable ({err}); the step is corrupt"
+            ) from err
+
+
+@dataclass(frozen=True)
+class Marker:
+    """The commit record. Its existence is the commit; it pins the manifest by hash."""
+
+    step: int
+    attempt: str
+    manifest_sha256: str
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.attempt}/{MANIFEST}"
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True).encode()
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, raw: bytes) -> Marker:
+        return cls(manifest.step, manifest.attempt, hashlib.sha256(raw).hexdigest())
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> Marker:
+        try:
+            body = json.loads(raw)
+            if body.get("format") != FORMAT:
+                raise ValueError("not a supervise commit marker")
+            return cls(int(body["step"]), str(body["attempt"]), str(body["manifest_sha256"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"commit marker {where} is unreadable ({err})") from err

@@ -1,0 +1,252 @@
+"""Tensor files in the safetensors layout, written and read with a CRC32 computed alongside.
+
+Layout (huggingface/safetensors README): 8-byte little-endian header length, a JSON header
+`{key: {"dtype", "shape", "data_offsets": [begin, end]}}` padded with spaces to a multiple
+of 8, then one hole-free byte buffer. Tensors are ordered by element size, largest first,
+so every tensor starts at an offset that is a multiple of its own element size without any
+padding; a `safetensors` reader can open our files as they are.
+
+Threads: `write_file` and `read_file` run on the caller's thread and use one short-lived
+helper thread for the CRC. zlib.crc32 releases the GIL on large buffers, so checksumming
+overlaps the write or read instead of adding to it. Memory handed to `write_file` must stay
+unchanged until it returns (the sync save writes straight from the caller's tensors; the
+async save from its own snapshot).
+
+torch is imported inside the functions that make or read tensors, never at import time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+from supervisor.errors import CheckpointError
+
+CHUNK = 16 << 20  # large enough that per-chunk overhead vanishes, small enough to pipeline
+
+# torch dtype name -> safetensors dtype code.
+DTYPES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+    "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "complex64": "C64",
+}
+TORCH_DTYPES = {code: name for name, code in DTYPES.items()}
+
+
+class Sink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int  # position in the encoded tensor list
+    dtype: str  # safetensors code
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One tensor file: its name, its header bytes and where each tensor goes."""
+
+    name: str
+    header: bytes
+    entries: tuple[Entry, ...]
+
+    @property
+    def body_size(self) -> int:
+        return self.entries[-1].end if self.entries else 0
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.body_size
+
+
+def plan_files(tensors: list[Any], shard_bytes: int) -> list[Plan]:
+    """Split tensors into files of about `shard_bytes`, each naturally aligned."""
+    order = sorted(range(len(tensors)), key=lambda i: (-tensors[i].element_size(), i))
+    plans: list[Plan] = []
+    batch: list[Entry] = []
+    offset = 0
+    for i in order:
+        t = tensors[i]
+        name = str(t.dtype).removeprefix("torch.")
+        if name not in DTYPES:
+            raise CheckpointError(
+                f"tensor dtype {name} is not supported by the tensor file; convert it or open "
+                "the store with allow_pickle=True"
+            )
+        nbytes = t.numel() * t.element_size()
+        if batch and offset + nbytes > shard_bytes:
+            plans.append(_plan(len(plans), batch))
+            batch, offset = [], 0
+        batch.append(Entry(i, DTYPES[name], tuple(t.shape), offset, offset + nbytes))
+        offset += nbytes
+    if batch or not plans:
+        plans.append(_plan(len(plans), batch))
+    return plans
+
+
+def _plan(number: int, entries: list[Entry]) -> Plan:
+    header: dict[str, Any] = {"__metadata__": {"format": "pt", "producer": "supervise"}}
+    for e in entries:
+        header[str(e.index)] = {
+            "dtype": e.dtype,
+            "shape": list(e.shape),
+            "data_offsets": [e.begin, e.end],
+        }
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    return Plan(
+        f"tensors-{number:05d}.safetensors", struct.pack("<Q", len(raw)) + raw, tuple(entries)
+    )
+
+
+def tensor_memory(t: Any) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without copying. Keep `t` alive while used."""
+    nbytes = t.numel() * t.element_size()
+    if nbytes == 0:
+        return memoryview(b"")
+    return memoryview((ctypes.c_char * nbytes).from_address(t.data_ptr())).cast("B")
+
+
+def chunks(view: memoryview, size: int = CHUNK) -> Iterator[memoryview]:
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
+
+
+class _Crc:
+    """CRC32 of a byte stream, computed in order on one helper thread."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="supervise-crc")
+        self._crc = 0
+        self._last: Future[None] | None = None
+
+    def _update(self, data: memoryview) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+
+    def feed(self, data: memoryview) -> None:
+        if len(data) < (1 << 16):  # not worth a thread hop
+            if self._last is not None:
+                self._last.result()
+            self._update(data)
+        else:
+            self._last = self._pool.submit(self._update, data)
+
+    def value(self) -> int:
+        self._pool.shutdown(wait=True)
+        if self._last is not None:
+            self._last.result()
+        return self._crc
+
+    def abandon(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def write_file(sink: Sink, plan: Plan, bodies: Iterable[memoryview]) -> int:
+    """Stream the header and each tensor's bytes (in plan order) into `sink`; return CRC32.
+
+    Closes the sink on success (which makes the file durable, see the sinks). On error the
+    sink is left for the caller to discard."""
+    crc = _Crc()
+    try:
+        head = memoryview(plan.header)
+        crc.feed(head)
+        sink.write(head)
+        for body in bodies:
+            for piece in chunks(body):
+                crc.feed(piece)
+                sink.write(piece)
+        sink.close()
+        return crc.value()
+    except BaseException:
+        crc.abandon()
+        raise
+
+
+def read_header(stream: BinaryIO, where: str) -> tuple[int, dict[str, Any], bytes]:
+    raw_len = stream.read(8)
+    if len(raw_len) != 8:
+        raise CheckpointError(f"{where}: truncated tensor file header")
+    (length,) = struct.unpack("<Q", raw_len)
+    if length > 100 << 20:  # the safetensors cap; a torn length must not allocate gigabytes
+        raise CheckpointError(f"{where}: tensor file header claims {length} bytes")
+    raw = stream.read(length)
+    if len(raw) != length:
+        raise CheckpointError(f"{where}: truncated tensor file header")
+    try:
+        header = json.loads(raw)
+    except ValueError as err:
+        raise CheckpointError(f"{where}: tensor file header is not JSON ({err})") from err
+    return length, header, raw_len + raw
+
+
+def read_file(
+    stream: BinaryIO, where: str, progress: Callable[[int], None] | None = None
+) -> tuple[dict[int, Any], int, int]:
+    """Read every tensor of one file into its own CPU storage; return (tensors, crc, size).
+
+    The caller compares crc and size with the manifest before using the tensors."""
+    import torch
+
+    _, header, head_bytes = read_header(stream, where)
+    crc = _Crc()
+    try:
+        crc.feed(memoryview(head_bytes))
+        size = len(head_bytes)
+        entries = sorted(
+            ((k, v) for k, v in header.items() if k != "__metadata__"),
+            key=lambda kv: kv[1]["data_offsets"][0],
+        )
+        out: dict[int, Any] = {}
+        position = 0
+        for key, info in entries:
+            begin, end = info["data_offsets"]
+            if begin != position or end < begin or info["dtype"] not in TORCH_DTYPES:
+                raise CheckpointError(f"{where}: tensor {key} has a bad layout")
+            dtype = getattr(torch, TORCH_DTYPES[info["dtype"]])
+            tensor = torch.empty(info["shape"], dtype=dtype)
+            view = tensor_memory(tensor)
+            if len(view) != end - begin:
+                raise CheckpointError(f"{where}: tensor {key} size does not match its shape")
+            for piece in chunks(view):
+                got = stream.readinto(piece)
+                while got and got < len(piece):  # short reads happen on pipes and some fs
+                    more = stream.readinto(piece[got:])
+                    if not more:
+                        break
+                    got += more
+                if got != len(piece):
+                    raise CheckpointError(f"{where}: truncated in tensor {key}")
+                crc.feed(piece)
+                if progress:
+                    progress(len(piece))
+            out[int(key)] = tensor
+            position = end
+        size += position
+        return out, crc.value(), size
+    except BaseException:
+        crc.abandon()
+        raise
