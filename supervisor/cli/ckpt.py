@@ -163,12 +163,10 @@ def prune_command(
     ] = None,
 ) -> None:
     """Delete old committed steps beyond the retention, and leftovers of failed saves."""
-    from supervisor.errors import StorageError
+    from supervisor.errors import ConfigError, StorageError
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
     from supervisor.storage.retention import Retention, to_delete
-
-    from supervisor.errors import ConfigError
 
     if keep < 2:
         raise ConfigError(f"--keep must be >= 2 (got {keep}): the previous step is the fallback")
