@@ -84,6 +84,13 @@ assert _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
 
 _READ_RETRIES = 64
 
+# How the supervisor tells a rank where things are (the child's environment). Here, not in
+# supervisor.client, so the supervisor side can name them without importing an L4 module.
+ENV_CHANNEL = "SUPERVISE_CHANNEL"
+ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
+ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
+ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
+
 # The other half of the contract: an attached rank dumps its Python stacks on this signal
 # into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.stacks).
 STACK_SIGNAL = signal.SIGUSR2

@@ -39,12 +39,18 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from supervisor.channel import STACK_SIGNAL, Channel, SlotWriter, stacks_file_name
+from supervisor.channel import (
+    ENV_CHANNEL,
+    ENV_RESTART_COUNT,
+    ENV_RESUME_STEP,
+    ENV_STACKS_DIR,
+    STACK_SIGNAL,
+    Channel,
+    SlotWriter,
+    stacks_file_name,
+)
 
-ENV_CHANNEL = "SUPERVISE_CHANNEL"
-ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
-ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
-ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
+__all__ = ["ENV_CHANNEL", "ENV_STACKS_DIR", "Handle", "NoopHandle", "attach"]
 
 
 def _env_int(name: str, default: int | None) -> int | None:
