@@ -42,12 +42,24 @@ def doctor_command(
         1, "--samples", help="Read each GPU this many times (counter deltas need 2 or more)."
     ),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between samples."),
+    nvml_timeout: float = typer.Option(
+        5.0,
+        "--nvml-timeout",
+        envvar="SUPERVISE_NVML_TIMEOUT",
+        show_envvar=True,
+        help="Seconds one NVML query may take; a query that takes longer means a failed GPU.",
+    ),
 ) -> None:
     """Check the pod's GPUs once: exit 0 healthy, 82 DEVICE_FAILED, 83 DEVICE_DEGRADED."""
     from supervisor.gpu.doctor import diagnose, render_json, render_table
     from supervisor.gpu.watchdog import GpuOptions
 
-    options = GpuOptions(fake_gpus=fake_gpus, config=gpu_config, require_gpus=require_gpus)
+    options = GpuOptions(
+        fake_gpus=fake_gpus,
+        config=gpu_config,
+        require_gpus=require_gpus,
+        call_timeout=nvml_timeout,
+    )
     diagnosis = diagnose(options, samples=samples, interval=interval)
     print(render_json(diagnosis) if as_json else render_table(diagnosis))
     raise typer.Exit(diagnosis.exit_code.code)

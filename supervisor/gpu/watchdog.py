@@ -54,12 +54,12 @@ class GpuOptions:
     fake_gpus: str | None = None  # --fake-gpus SCENARIO
     config: str | None = None  # --gpu-config FILE (JSON: class overrides, thresholds)
     require_gpus: bool = False  # --require-gpus: no NVML is a CONFIG_ERROR
-    call_timeout: float = DEFAULT_CALL_TIMEOUT  # seconds one NVML query may take
+    call_timeout: float = DEFAULT_CALL_TIMEOUT  # --nvml-timeout: seconds one NVML query may take
 
     def __post_init__(self) -> None:
         for flag, value in (
             ("--gpu-poll-interval", self.poll_interval),
-            ("the NVML call timeout", self.call_timeout),
+            ("--nvml-timeout", self.call_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{flag} must be a number of seconds, got {value!r}")

@@ -240,3 +240,12 @@ def test_options_are_validated_by_raising() -> None:
         GpuOptions(poll_interval=0)
     with pytest.raises(ConfigError, match="--fake-gpus: no such file"):
         GpuOptions(fake_gpus="/nonexistent/scenario.json")
+
+
+def test_every_gpu_state_field_can_be_set_in_a_scenario() -> None:
+    from dataclasses import fields
+
+    from supervisor.gpu.catalog import GpuState
+
+    settable = {f.name for f in fields(GpuState)} - {"at", "lost"}  # lost has its own entry
+    assert settable <= fake_module._STATE_KEYS
