@@ -18,7 +18,7 @@ root cause.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from supervisor.events import ChildStatus, Finding, Urgency
 from supervisor.exitcodes import ExitCode
@@ -63,10 +63,43 @@ def classify(child: ChildStatus, findings: Iterable[Finding]) -> tuple[ExitCode,
     if explained_by is not None:
         return (
             explained_by.exit_code,  # type: ignore[return-value]
-            f"{explained_by.summary} The training command then {child.describe()}.",
+            f"{_sentence(explained_by.summary)} The training command then {child.describe()}.",
         )
     return (
         ExitCode.TRAINING_FAILED,
         f"The training command {child.describe()}, with no sign of a hardware, hang or "
         "infrastructure cause.",
     )
+
+
+def worker_error_finding(
+    message: str, detail: Mapping[str, object], matched: Finding | None
+) -> Finding:
+    """What the root-cause error torchrun recorded says about the class.
+
+    `matched` is what the log matcher makes of `message` (an NCCL transport error, a peer
+    that vanished...); without a match the worker's own exception is a training failure.
+    Either way it explains a failure (ON_EXIT): it never overrides a stop supervise made.
+    """
+    if matched is not None and matched.exit_code is not None:
+        return Finding(
+            "torchrun",
+            matched.kind,
+            matched.summary,
+            matched.exit_code,
+            Urgency.ON_EXIT,
+            {**matched.detail, **detail},
+        )
+    return Finding(
+        "torchrun",
+        "worker_error",
+        f"The first failed worker raised {message}",
+        ExitCode.TRAINING_FAILED,
+        Urgency.ON_EXIT,
+        detail,
+    )
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."

@@ -142,6 +142,24 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Attached:
+    """A training rank claimed a slot on the channel: the trainer speaks the handshake."""
+
+    ranks: int
+    at: float
+
+
+@dataclass(frozen=True)
+class CheckpointCommitted:
+    """A rank reported a committed checkpoint `step`, acknowledging request `generation`
+    (0 for a save nobody requested: a periodic checkpoint)."""
+
+    step: int
+    generation: int
+    at: float
+
+
+@dataclass(frozen=True)
 class Found:
     """A watchdog or matcher reported evidence."""
 
@@ -149,7 +167,16 @@ class Found:
     at: float
 
 
-Event = ChildStarted | SpawnFailed | SignalReceived | ChildExited | Tick | Found
+Event = (
+    ChildStarted
+    | SpawnFailed
+    | SignalReceived
+    | ChildExited
+    | Tick
+    | Attached
+    | CheckpointCommitted
+    | Found
+)
 
 
 # --------------------------------------------------------------------------- actions
@@ -169,10 +196,25 @@ class KillTree:
 
 @dataclass(frozen=True)
 class RequestCheckpoint:
-    """Ask training, through the channel, to checkpoint before `deadline` (monotonic)."""
+    """Ask training, through the channel, to checkpoint before `deadline` (monotonic).
+
+    `reason` is one of `CHECKPOINT_REASONS`; `generation` numbers the requests of a run.
+    """
 
     reason: str
     deadline: float
+    generation: int = 1
+
+
+# The reasons a checkpoint is taken; the channel carries the index, the manifest the name.
+CHECKPOINT_REASONS: tuple[str, ...] = ("periodic", "degraded", "preempted", "requested", "final")
+
+
+@dataclass(frozen=True)
+class Respawn:
+    """Start the training command again (an in-pod restart); `attempt` counts from 1."""
+
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -199,7 +241,7 @@ class Exit:
     evidence: tuple[Finding, ...]
 
 
-Action = SignalChild | KillTree | RequestCheckpoint | DumpStacks | Emit | Exit
+Action = SignalChild | KillTree | RequestCheckpoint | Respawn | DumpStacks | Emit | Exit
 
 
 class Report(Protocol):

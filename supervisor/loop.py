@@ -35,9 +35,11 @@ from supervisor.events import (
     Emit,
     Event,
     Exit,
+    Finding,
     Found,
     KillTree,
     RequestCheckpoint,
+    Respawn,
     SignalChild,
     SignalReceived,
     SpawnFailed,
@@ -57,10 +59,17 @@ _WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
 class Hooks:
     """Optional edges the loop drives; each defaults to doing nothing."""
 
-    watchdogs: Sequence[Watchdog] = ()
+    watchdogs: Sequence[Watchdog] = ()  # run for the whole run (the GPU watchdog)
+    # Built afresh for every attempt of the command (heartbeat and log-silence watchdogs).
+    attempt_watchdogs: Callable[[], Sequence[Watchdog]] | None = None
     matcher: Matcher | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Environment for attempt N (0 first): restart count, step to resume from.
+    attempt_env: Callable[[int], Mapping[str, str]] | None = None
     request_checkpoint: Callable[[RequestCheckpoint], None] | None = None
+    # Evidence only readable once the child is gone (torchrun's error file), before its
+    # exit is classified.
+    exit_findings: Callable[[], Sequence[Finding]] | None = None
     dump_stacks: Callable[[DumpStacks], Mapping[str, object]] | None = None
     activity: Activity | None = None  # when the child last wrote; shared with watchdogs
     # Called with the emitter once the event log is open, before the child starts.
@@ -123,9 +132,7 @@ class Supervisor:
         self.options = options
         self.hooks = hooks or Hooks()
         self.clock = clock or SystemClock()
-        self.config = policy.Config(
-            grace_period=options.grace_period, failure_grace=options.failure_grace
-        )
+        self.config = policy_config(options)
         self.state = policy.State()
         self._output_lock = threading.Lock()  # shared by the stderr pump and the event log
         self.events = EventLog(
@@ -137,6 +144,8 @@ class Supervisor:
         self._inbox = _Inbox()
         self._child: children.Spawned | None = None
         self._pumps: list[LogPump] = []
+        self._attempt_watchdogs: Sequence[Watchdog] = ()
+        self._relaunch: int | None = None  # attempt to start once the current event is done
         self._exit: Exit | None = None
         self._orphans_reaped = 0
         self.activity = self.hooks.activity or Activity(self.clock.monotonic())
@@ -150,28 +159,53 @@ class Supervisor:
             children.become_subreaper()
             if self.hooks.on_start is not None:
                 self.hooks.on_start(self.events.emit)
-            self._apply(self._spawn())
-            if self._child is not None:
-                self._start_watching()
+            for watchdog in self.hooks.watchdogs:
+                watchdog.start(self._inbox.put, self.clock.monotonic)
+            self._launch(0)
             while self._exit is None:
                 self._wait_and_dispatch(signals)
+                if self._relaunch is not None and self._exit is None:
+                    self._launch(self._relaunch)
             return self._finish(self._exit)
         finally:
             signals.close()
             self._inbox.close()
             self.events.close()
 
-    def _spawn(self) -> Event:
+    def _launch(self, attempt: int) -> None:
+        """Start attempt `attempt` of the command: retire the last one, spawn, watch."""
+        self._relaunch = None
+        self._retire_attempt()
+        event = self._spawn(attempt)
+        self._apply(event)
+        if isinstance(event, ChildStarted):
+            self._start_pumps()
+            if self.hooks.attempt_watchdogs is not None:
+                self._attempt_watchdogs = self.hooks.attempt_watchdogs()
+            for watchdog in self._attempt_watchdogs:
+                watchdog.start(self._inbox.put, self.clock.monotonic)
+
+    def _retire_attempt(self) -> None:
+        for watchdog in self._attempt_watchdogs:
+            watchdog.stop()
+        self._attempt_watchdogs = ()
+        for pump in self._pumps:
+            pump.join(DRAIN_TIMEOUT)
+        self._pumps = []
+
+    def _spawn(self, attempt: int) -> Event:
         env = {**os.environ, **self.hooks.extra_env}
+        if self.hooks.attempt_env is not None:
+            env.update(self.hooks.attempt_env(attempt))
         now = self.clock.monotonic()
         try:
             self._child = children.spawn(self.options.command, env)
         except SpawnError as err:
             return SpawnFailed(str(err), now)
-        self.events.emit("started", {"command": list(self.options.command)})
+        self.events.emit("started", {"command": list(self.options.command), "attempt": attempt})
         return ChildStarted(self._child.pid, now)
 
-    def _start_watching(self) -> None:
+    def _start_pumps(self) -> None:
         assert self._child is not None
         for name, source, sink in (
             ("stdout", self._child.stdout, 1),
@@ -192,8 +226,6 @@ class Supervisor:
             )
             pump.start()
             self._pumps.append(pump)
-        for watchdog in self.hooks.watchdogs:
-            watchdog.start(self._inbox.put, self.clock.monotonic)
 
     def _wait_and_dispatch(self, signals: _Signals) -> None:
         timeout = None
@@ -219,6 +251,9 @@ class Supervisor:
         for pid, status in children.reap():
             if self._child is not None and pid == self._child.pid:
                 self._child.popen.returncode = status.exit_status or -(status.signal or 0)
+                if self.hooks.exit_findings is not None:
+                    for finding in self.hooks.exit_findings():
+                        self._apply(Found(finding, now))
                 self._apply(ChildExited(status, now))
             else:
                 self._orphans_reaped += 1
@@ -246,7 +281,8 @@ class Supervisor:
             case RequestCheckpoint():
                 if self.hooks.request_checkpoint is not None:
                     self.hooks.request_checkpoint(action)
-                self.events.emit("checkpoint_requested", {"reason": action.reason})
+            case Respawn(attempt=attempt):
+                self._relaunch = attempt
             case DumpStacks():
                 if self.hooks.dump_stacks is not None:
                     self.events.emit("stacks", dict(self.hooks.dump_stacks(action)))
@@ -256,7 +292,7 @@ class Supervisor:
     # ------------------------------------------------------------------- finish
 
     def _finish(self, verdict: Exit) -> ExitCode:
-        for watchdog in self.hooks.watchdogs:
+        for watchdog in (*self.hooks.watchdogs, *self._attempt_watchdogs):
             watchdog.stop()
         children.kill_tree()
         children.reap()
@@ -282,6 +318,20 @@ class Supervisor:
             },
         )
         return verdict.code
+
+
+def policy_config(options: Options) -> policy.Config:
+    restart_on = {ExitCode.HANG, ExitCode.INFRA_FAILED}
+    if options.restart_on_training_failure:
+        restart_on.add(ExitCode.TRAINING_FAILED)
+    return policy.Config(
+        grace_period=options.grace_period,
+        failure_grace=options.failure_grace,
+        shutdown_timeout=options.shutdown_timeout,
+        degraded_deadline=options.degraded_deadline,
+        max_restarts=options.max_restarts,
+        restart_on=frozenset(restart_on),
+    )
 
 
 def run(options: Options, hooks: Hooks | None = None) -> ExitCode:

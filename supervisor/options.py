@@ -20,6 +20,12 @@ DEFAULT_GRACE_PERIOD = 25.0
 # When supervise stops a run itself (a hang, a failed GPU), the processes are stuck or
 # broken: they rarely act on SIGTERM, and each second of waiting idles every GPU in the job.
 DEFAULT_FAILURE_GRACE = 3.0
+# Of the grace period after SIGTERM, what the trainer keeps for exiting once its checkpoint
+# is committed; the checkpoint gets the rest (20 s of the default 25 s).
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+# A degraded GPU has no kubelet deadline, but a checkpoint that never comes must not keep a
+# sick device busy forever.
+DEFAULT_DEGRADED_DEADLINE = 120.0
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool = True) -> None:
@@ -40,6 +46,10 @@ class Options:
     termination_log: str = DEFAULT_TERMINATION_LOG
     event_log: str | None = None
     failure_grace: float = DEFAULT_FAILURE_GRACE
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    degraded_deadline: float = DEFAULT_DEGRADED_DEADLINE
+    max_restarts: int = 0
+    restart_on_training_failure: bool = False
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -50,3 +60,7 @@ class Options:
             raise ConfigError("the training command is an empty string")
         _check_seconds("--grace-period", self.grace_period)
         _check_seconds("--failure-grace-period", self.failure_grace)
+        _check_seconds("--shutdown-timeout", self.shutdown_timeout)
+        _check_seconds("--degraded-deadline", self.degraded_deadline)
+        if isinstance(self.max_restarts, bool) or self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts must be an integer ≥ 0, got {self.max_restarts}")

@@ -1,16 +1,26 @@
-"""The supervisor's decisions: `step(state, event) -> (state, actions)`, pure and table-driven.
+"""The supervisor's decisions: `step(config, state, event) -> (state, actions)`, pure.
 
 Nothing here touches the world. The loop feeds events in (signals, child exits, findings
-from watchdogs, ticks of the clock) and executes the actions that come out. Time arrives
-inside events (`at`, monotonic seconds), so the same inputs always give the same outputs
-and every transition is unit-tested without processes.
+from watchdogs, the trainer's checkpoint reports, ticks of the clock) and executes the
+actions that come out. Time arrives inside events (`at`, monotonic seconds), so the same
+inputs always give the same outputs and every transition is unit-tested without processes.
 
 Phases:
 
-    STARTING --ChildStarted--> RUNNING --stop signal / STOP or CHECKPOINT finding--> STOPPING
-    STOPPING --Tick past the deadline--> KILLED
-    RUNNING | STOPPING | KILLED --ChildExited--> DONE        (Exit is the last action)
-    STARTING --SpawnFailed--> DONE                            (CONFIG_ERROR)
+    STARTING --ChildStarted--> RUNNING
+    RUNNING --stop signal, or a CHECKPOINT finding, trainer attached--> CHECKPOINTING
+    RUNNING --stop signal / STOP finding (or CHECKPOINT, trainer not attached)--> STOPPING
+    CHECKPOINTING --CheckpointCommitted, or its deadline passes--> STOPPING
+    STOPPING --Tick past the deadline--> KILLED               (SIGKILL the tree)
+    any live phase --ChildExited--> DONE, or BACKOFF when the class is restartable
+    BACKOFF --Tick past the backoff--> STARTING               (Respawn)
+    STARTING --SpawnFailed--> DONE                             (CONFIG_ERROR)
+
+Budgets. After an outside SIGTERM the whole `grace_period` must fit the pod's
+terminationGracePeriodSeconds: an attached trainer gets `grace_period - shutdown_timeout`
+to commit a checkpoint, then `shutdown_timeout` to exit after SIGTERM, then the tree is
+SIGKILLed. A degraded GPU has no kubelet deadline; `degraded_deadline` bounds it anyway.
+A run supervise stops for a failure (hang, failed GPU) gets `failure_grace`.
 
 `TRANSITIONS` is the whole table; `describe()` prints it.
 """
@@ -19,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from supervisor.classify import classify
 from supervisor.events import (
@@ -27,6 +37,8 @@ from supervisor.events import (
     SIGTERM,
     STOP_SIGNALS,
     Action,
+    Attached,
+    CheckpointCommitted,
     ChildExited,
     ChildStarted,
     ChildStatus,
@@ -37,6 +49,7 @@ from supervisor.events import (
     Found,
     KillTree,
     RequestCheckpoint,
+    Respawn,
     SignalChild,
     SignalReceived,
     SpawnFailed,
@@ -50,8 +63,10 @@ from supervisor.exitcodes import ExitCode
 class Phase(enum.StrEnum):
     STARTING = "starting"  # the command is being spawned
     RUNNING = "running"
-    STOPPING = "stopping"  # the child was asked to stop; SIGKILL at `deadline`
+    CHECKPOINTING = "checkpointing"  # a checkpoint was requested; waiting for its commit
+    STOPPING = "stopping"  # the child was sent SIGTERM; SIGKILL at `deadline`
     KILLED = "killed"  # the tree was SIGKILLed; waiting for the child to be reaped
+    BACKOFF = "backoff"  # waiting to restart the command in place
     DONE = "done"  # Exit has been issued; every later event is ignored
 
 
@@ -59,42 +74,120 @@ class Phase(enum.StrEnum):
 class Config:
     """The policy's knobs, taken from `Options` by the loop."""
 
-    grace_period: float  # after an outside stop signal, or a checkpoint request
-    failure_grace: float = 3.0  # after supervise itself stops a failed run (hang, dead GPU)
+    grace_period: float  # SIGTERM → SIGKILL after an outside stop signal
+    failure_grace: float = 3.0  # SIGTERM → SIGKILL after supervise stops a failed run
+    shutdown_timeout: float = 5.0  # of grace_period, kept for exiting after the checkpoint
+    degraded_deadline: float = 120.0  # for the checkpoint a degraded GPU asks for
+    max_restarts: int = 0
+    restart_on: frozenset[ExitCode] = frozenset({ExitCode.HANG, ExitCode.INFRA_FAILED})
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+    def backoff(self, restarts_so_far: int) -> float:
+        """Seconds before restart number `restarts_so_far + 1`: doubling, capped."""
+        return min(self.backoff_max, self.backoff_initial * 2**restarts_so_far)
 
 
 @dataclass(frozen=True)
 class State:
     phase: Phase = Phase.STARTING
     findings: tuple[Finding, ...] = ()
-    deadline: float | None = None  # monotonic; when a Tick at or after it must act
+    deadline: float | None = None  # monotonic; a Tick at or after it must act
+    stop_by: float | None = None  # after a stop signal: when the whole grace runs out
+    attached: bool = False  # a rank speaks the channel, so it can be asked to checkpoint
+    generation: int = 0  # checkpoint requests issued so far
+    committed_step: int | None = None  # the last checkpoint the trainer reported
+    restarts: int = 0
+    previous: tuple[str, ...] = field(default=())  # classes of earlier attempts
 
 
 Result = tuple[State, tuple[Action, ...]]
 Handler = Callable[[Config, State, Event], Result]
 
 
+# ------------------------------------------------------------------------- helpers
+
+
+def _stop(state: State, at: float, grace: float, why: str, signum: int = SIGTERM) -> Result:
+    """Signal the child; SIGKILL the tree `grace` seconds later (or at `stop_by`)."""
+    deadline = at + grace
+    if state.stop_by is not None:
+        deadline = min(deadline, state.stop_by)
+    stopping = replace(state, phase=Phase.STOPPING, deadline=deadline)
+    return stopping, (
+        Emit("stopping", {"reason": why, "kill_in_s": round(deadline - at, 3)}),
+        SignalChild(signum),
+    )
+
+
+def _request_checkpoint(state: State, at: float, budget: float, reason: str, why: str) -> Result:
+    generation = state.generation + 1
+    deadline = at + max(0.0, budget)
+    asking = replace(state, phase=Phase.CHECKPOINTING, deadline=deadline, generation=generation)
+    fields = {
+        "reason": reason,
+        "why": why,
+        "generation": generation,
+        "deadline_in_s": round(budget, 3),
+    }
+    return asking, (
+        Emit("checkpoint_requested", fields),
+        RequestCheckpoint(reason, deadline, generation),
+    )
+
+
+def _checkpoint_outcome(state: State, taken: bool) -> Finding:
+    if taken:
+        summary = f"Checkpoint step {state.committed_step} was committed before stopping."
+        return Finding("checkpoint", "committed", summary, detail={"step": state.committed_step})
+    summary = "No checkpoint was taken before the deadline; the next pod resumes from " + (
+        f"step {state.committed_step}."
+        if state.committed_step is not None
+        else "the last checkpoint committed before this run, if any."
+    )
+    return Finding(
+        "checkpoint", "not_taken", summary, detail={"last_committed_step": state.committed_step}
+    )
+
+
 # ------------------------------------------------------------------------- handlers
 
 
 def _started(config: Config, state: State, event: ChildStarted) -> Result:
-    return replace(state, phase=Phase.RUNNING), (Emit("child_started", {"pid": event.pid}),)
+    running = replace(state, phase=Phase.RUNNING, attached=False, deadline=None)
+    return running, (Emit("child_started", {"pid": event.pid, "attempt": state.restarts + 1}),)
 
 
 def _spawn_failed(config: Config, state: State, event: SpawnFailed) -> Result:
     finding = Finding("child", "spawn_failed", event.reason, ExitCode.CONFIG_ERROR, Urgency.STOP)
     findings = (*state.findings, finding)
-    done = State(Phase.DONE, findings)
-    return done, (Exit(ExitCode.CONFIG_ERROR, event.reason, findings),)
+    return State(Phase.DONE, findings), (Exit(ExitCode.CONFIG_ERROR, event.reason, findings),)
+
+
+def _attached(config: Config, state: State, event: Attached) -> Result:
+    if state.attached:
+        return state, ()
+    return replace(state, attached=True), (Emit("trainer_attached", {"ranks": event.ranks}),)
+
+
+def _committed(config: Config, state: State, event: CheckpointCommitted) -> Result:
+    state = replace(state, committed_step=event.step)
+    actions: tuple[Action, ...] = (
+        Emit("checkpoint_committed", {"step": event.step, "generation": event.generation}),
+    )
+    if state.phase is Phase.CHECKPOINTING and event.generation >= state.generation:
+        state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, True)))
+        state, stop = _stop(state, event.at, config.shutdown_timeout, "checkpoint committed")
+        actions += stop
+    return state, actions
 
 
 def _signal(config: Config, state: State, event: SignalReceived) -> Result:
     name = signal_name(event.signum)
     if event.signum not in FORWARDED_SIGNALS:
         return state, (Emit("signal_ignored", {"signal": name}),)
-    forward = SignalChild(event.signum)
     if event.signum not in STOP_SIGNALS:
-        return state, (Emit("signal_forwarded", {"signal": name}), forward)
+        return state, (Emit("signal_forwarded", {"signal": name}), SignalChild(event.signum))
     finding = Finding(
         "signal",
         "external_signal",
@@ -104,36 +197,56 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
         {"signal": name},
     )
     state = replace(state, findings=(*state.findings, finding))
+    if state.phase is Phase.BACKOFF:  # nothing is running: leave now
+        return _finish(state, None)
+    if state.stop_by is None:
+        state = replace(state, stop_by=event.at + config.grace_period)
     if state.phase is Phase.RUNNING:
-        stopping = replace(state, phase=Phase.STOPPING, deadline=event.at + config.grace_period)
-        fields = {"signal": name, "grace_period_s": config.grace_period}
-        return stopping, (Emit("stopping", fields), forward)
-    # Already stopping: pass it on (a second Ctrl-C reaches the trainer) but keep the deadline.
-    return state, (Emit("signal_forwarded", {"signal": name}), forward)
+        budget = config.grace_period - config.shutdown_timeout
+        if state.attached and budget > 0:  # else the grace is too short to ask for anything
+            return _request_checkpoint(state, event.at, budget, "preempted", f"{name} received")
+        return _stop(state, event.at, config.grace_period, f"{name} received", event.signum)
+    if state.phase is Phase.CHECKPOINTING:  # keep saving, but within the kubelet's budget
+        deadline = min(state.deadline or event.at, state.stop_by - config.shutdown_timeout)
+        return replace(state, deadline=deadline), (Emit("signal_received", {"signal": name}),)
+    # Already stopping: pass it on (a second Ctrl-C reaches the trainer), keep the deadline.
+    return state, (Emit("signal_forwarded", {"signal": name}), SignalChild(event.signum))
 
 
 def _found(config: Config, state: State, event: Found) -> Result:
     finding = event.finding
     state = replace(state, findings=(*state.findings, finding))
-    actions: list[Action] = [Emit("finding", finding.as_dict())]
-    if finding.urgency in (Urgency.STOP, Urgency.CHECKPOINT) and state.phase is Phase.RUNNING:
-        # A hung or broken process rarely honours SIGTERM, and every second of its grace
-        # idles the whole job; a degraded one is still healthy enough to checkpoint.
-        if finding.urgency is Urgency.CHECKPOINT:
-            deadline = event.at + config.grace_period
-            actions.append(RequestCheckpoint(finding.summary, deadline))
-        else:
-            deadline = event.at + config.failure_grace
-        actions += [Emit("stopping", {"reason": finding.summary}), SignalChild(SIGTERM)]
-        state = replace(state, phase=Phase.STOPPING, deadline=deadline)
-    return state, tuple(actions)
+    actions: tuple[Action, ...] = (Emit("finding", finding.as_dict()),)
+    if state.phase is Phase.BACKOFF and finding.urgency is Urgency.STOP:
+        return _finish(state, None)
+    if finding.urgency is Urgency.STOP and state.phase in (Phase.RUNNING, Phase.CHECKPOINTING):
+        state, stop = _stop(state, event.at, config.failure_grace, finding.summary)
+        return state, actions + stop
+    if finding.urgency is Urgency.CHECKPOINT and state.phase is Phase.RUNNING:
+        if state.attached:
+            state, ask = _request_checkpoint(
+                state, event.at, config.degraded_deadline, "degraded", finding.summary
+            )
+        else:  # the trainer cannot be asked; a SIGTERM is how most trainers checkpoint
+            state, ask = _stop(state, event.at, config.grace_period, finding.summary)
+        return state, actions + ask
+    return state, actions
 
 
 def _tick(config: Config, state: State, event: Tick) -> Result:
-    if state.phase is not Phase.STOPPING or state.deadline is None or event.at < state.deadline:
+    if state.deadline is None or event.at < state.deadline:
         return state, ()
-    killed = replace(state, phase=Phase.KILLED, deadline=None)
-    return killed, (Emit("grace_expired", {"grace_period_s": config.grace_period}), KillTree())
+    if state.phase is Phase.CHECKPOINTING:
+        state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, False)))
+        return _stop(state, event.at, config.shutdown_timeout, "checkpoint deadline passed")
+    if state.phase is Phase.STOPPING:
+        killed = replace(state, phase=Phase.KILLED, deadline=None)
+        return killed, (Emit("grace_expired", {}), KillTree())
+    if state.phase is Phase.BACKOFF:
+        attempt = state.restarts + 1
+        respawning = replace(state, phase=Phase.STARTING, deadline=None, restarts=attempt)
+        return respawning, (Respawn(attempt),)
+    return state, ()
 
 
 def _exited(config: Config, state: State, event: ChildExited) -> Result:
@@ -141,24 +254,61 @@ def _exited(config: Config, state: State, event: ChildExited) -> Result:
     child = Finding(
         "child", "exit", f"The training command {status.describe()}.", detail=status.as_dict()
     )
-    findings = (*state.findings, child)
-    code, reason = classify(status, findings)
-    return State(Phase.DONE, findings), (KillTree(), Exit(code, reason, findings))
+    state = replace(state, findings=(*state.findings, child))
+    code, reason = classify(status, state.findings)
+    if code in config.restart_on and state.restarts < config.max_restarts:
+        delay = config.backoff(state.restarts)
+        backoff = State(
+            Phase.BACKOFF,
+            deadline=event.at + delay,
+            committed_step=state.committed_step,
+            restarts=state.restarts,
+            previous=(*state.previous, code.name),
+        )
+        fields = {
+            "class": code.name,
+            "reason": reason,
+            "attempt": state.restarts + 1,
+            "restart_in_s": delay,
+            "restarts_left": config.max_restarts - state.restarts,
+        }
+        return backoff, (KillTree(), Emit("restart_scheduled", fields))
+    return _finish(state, (code, reason))
+
+
+def _finish(state: State, verdict: tuple[ExitCode, str] | None) -> Result:
+    """DONE: kill what is left, exit with `verdict` (or classify what is known now)."""
+    if verdict is None:
+        verdict = classify(ChildStatus(exit_status=0), state.findings)
+    findings = state.findings
+    if state.previous:
+        findings += (
+            Finding(
+                "restart",
+                "restarts",
+                f"The command was restarted {len(state.previous)} time(s) in place.",
+                detail={"restarts": len(state.previous), "previous": list(state.previous)},
+            ),
+        )
+    done = replace(state, phase=Phase.DONE, findings=findings, deadline=None)
+    return done, (KillTree(), Exit(verdict[0], verdict[1], findings))
 
 
 def _ignore(config: Config, state: State, event: Event) -> Result:
     return state, ()
 
 
-_LIVE = (Phase.RUNNING, Phase.STOPPING, Phase.KILLED)
+_LIVE = (Phase.RUNNING, Phase.CHECKPOINTING, Phase.STOPPING, Phase.KILLED)
 
 TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     (Phase.STARTING, ChildStarted): _started,
     (Phase.STARTING, SpawnFailed): _spawn_failed,
-    **{(phase, SignalReceived): _signal for phase in _LIVE},
-    **{(phase, Found): _found for phase in _LIVE},
+    **{(phase, SignalReceived): _signal for phase in (*_LIVE, Phase.BACKOFF)},
+    **{(phase, Found): _found for phase in (*_LIVE, Phase.BACKOFF)},
+    **{(phase, Attached): _attached for phase in _LIVE},
+    **{(phase, CheckpointCommitted): _committed for phase in (*_LIVE, Phase.BACKOFF)},
     **{(phase, ChildExited): _exited for phase in _LIVE},
-    (Phase.STOPPING, Tick): _tick,
+    **{(phase, Tick): _tick for phase in (Phase.CHECKPOINTING, Phase.STOPPING, Phase.BACKOFF)},
 }
 """(phase, event type) → handler. Pairs not listed leave the state unchanged, no actions."""
 
@@ -172,7 +322,7 @@ def step(config: Config, state: State, event: Event) -> Result:
 def describe() -> str:
     """The transition table as text, one row per (phase, event)."""
     rows = [
-        f"{phase.value:<9} {event.__name__:<15} {handler.__name__.lstrip('_')}"
+        f"{phase.value:<13} {event.__name__:<19} {handler.__name__.lstrip('_')}"
         for (phase, event), handler in TRANSITIONS.items()
     ]
-    return "\n".join(["phase     event           handler", *rows])
+    return "\n".join(["phase         event               handler", *rows])

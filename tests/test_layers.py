@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.eventlog", 2),
     ("supervisor.channel", 2),
     ("supervisor.stacks", 2),
+    ("supervisor.handshake", 2),
     ("supervisor.gpu", 2),
     ("supervisor.gpu.*", 2),
     ("supervisor.hang", 2),
@@ -47,6 +48,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.k8s.*", 2),
     # L3 the loop
     ("supervisor.loop", 3),
+    ("supervisor.session", 3),
     # L4 faces
     ("supervisor", 4),
     ("supervisor.__main__", 4),

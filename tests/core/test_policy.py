@@ -10,6 +10,8 @@ from supervisor import policy
 from supervisor.classify import PRECEDENCE, classify
 from supervisor.clock import FakeClock
 from supervisor.events import (
+    Attached,
+    CheckpointCommitted,
     ChildExited,
     ChildStarted,
     ChildStatus,
@@ -19,6 +21,7 @@ from supervisor.events import (
     Found,
     KillTree,
     RequestCheckpoint,
+    Respawn,
     SignalChild,
     SignalReceived,
     SpawnFailed,
@@ -154,11 +157,11 @@ def test_stop_finding_stops_the_run_and_decides_the_class() -> None:
     assert run.exit.code is ExitCode.DEVICE_FAILED
 
 
-def test_checkpoint_finding_requests_a_checkpoint_before_stopping() -> None:
+def test_degraded_without_an_attached_trainer_sigterms_with_the_full_grace() -> None:
     run = Run().started()
     actions = run.send(Found, finding(ExitCode.DEVICE_DEGRADED, Urgency.CHECKPOINT, "hot"))
-    deadline = run.clock.monotonic() + CONFIG.grace_period
-    assert actions == [RequestCheckpoint("hot", deadline), SignalChild(signal.SIGTERM)]
+    assert actions == [SignalChild(signal.SIGTERM)]  # most trainers checkpoint on SIGTERM
+    assert run.state.deadline == run.clock.monotonic() + CONFIG.grace_period
     run.send(ChildExited, ChildStatus(exit_status=0))
     assert run.exit.code is ExitCode.DEVICE_DEGRADED
 
@@ -181,7 +184,7 @@ def test_on_exit_finding_explains_a_failure_but_not_a_success() -> None:
 def test_every_phase_event_pair_in_the_table_is_reachable_by_name() -> None:
     text = policy.describe()
     for phase, event in policy.TRANSITIONS:
-        assert f"{phase.value:<9} {event.__name__}" in text
+        assert f"{phase.value:<13} {event.__name__} " in text
 
 
 @pytest.mark.parametrize(
@@ -230,3 +233,125 @@ def test_earliest_finding_of_a_class_wins() -> None:
     second = Finding("log", "b", "second", ExitCode.INFRA_FAILED, Urgency.ON_EXIT)
     code, reason = classify(ChildStatus(exit_status=1), [first, second])
     assert code is ExitCode.INFRA_FAILED and reason.startswith("first")
+
+
+# ------------------------------------------------------------ the checkpoint handshake
+
+
+def attached() -> Run:
+    run = Run().started()
+    run.send(Attached, 2)
+    assert run.state.attached
+    return run
+
+
+def test_preemption_asks_an_attached_trainer_to_checkpoint_within_the_budget() -> None:
+    run = attached()
+    t0 = run.clock.monotonic()
+    budget = CONFIG.grace_period - CONFIG.shutdown_timeout
+    assert run.send(SignalReceived, signal.SIGTERM) == [
+        RequestCheckpoint("preempted", t0 + budget, 1)
+    ]
+    assert run.state.phase is Phase.CHECKPOINTING
+    run.clock.advance(2)
+    assert run.send(CheckpointCommitted, 40, 1) == [SignalChild(signal.SIGTERM)]
+    assert run.state.phase is Phase.STOPPING
+    assert run.state.deadline == run.clock.monotonic() + CONFIG.shutdown_timeout
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.PREEMPTED
+    committed = [f for f in run.exit.evidence if f.kind == "committed"]
+    assert committed[0].detail == {"step": 40}
+
+
+def test_a_missed_checkpoint_deadline_stops_the_run_and_says_so() -> None:
+    run = attached()
+    run.send(CheckpointCommitted, 10, 0)  # an earlier periodic save
+    run.send(SignalReceived, signal.SIGTERM)
+    run.clock.advance(CONFIG.grace_period - CONFIG.shutdown_timeout)
+    assert run.send(Tick) == [SignalChild(signal.SIGTERM)]
+    run.clock.advance(CONFIG.shutdown_timeout)
+    assert run.send(Tick) == [KillTree()]  # the whole grace is spent, not a second more
+    run.send(ChildExited, ChildStatus(signal=signal.SIGKILL))
+    assert run.exit.code is ExitCode.PREEMPTED
+    missed = [f for f in run.exit.evidence if f.kind == "not_taken"]
+    assert missed and "step 10" in missed[0].summary
+
+
+def test_a_stale_commit_does_not_answer_a_new_request() -> None:
+    run = attached()
+    run.send(SignalReceived, signal.SIGTERM)
+    assert run.send(CheckpointCommitted, 5, 0) == []  # periodic, generation 0
+    assert run.state.phase is Phase.CHECKPOINTING
+
+
+def test_degraded_gpu_asks_an_attached_trainer_with_its_own_deadline() -> None:
+    run = attached()
+    t0 = run.clock.monotonic()
+    actions = run.send(Found, finding(ExitCode.DEVICE_DEGRADED, Urgency.CHECKPOINT, "throttled"))
+    assert actions == [RequestCheckpoint("degraded", t0 + CONFIG.degraded_deadline, 1)]
+    run.send(CheckpointCommitted, 7, 1)
+    run.send(ChildExited, ChildStatus(signal=signal.SIGTERM))
+    assert run.exit.code is ExitCode.DEVICE_DEGRADED
+
+
+def test_a_dead_gpu_during_a_checkpoint_stops_at_once() -> None:
+    run = attached()
+    run.send(SignalReceived, signal.SIGTERM)
+    assert run.send(Found, finding(ExitCode.DEVICE_FAILED, Urgency.STOP)) == [
+        SignalChild(signal.SIGTERM)
+    ]
+    run.send(ChildExited, ChildStatus(signal=signal.SIGTERM))
+    assert run.exit.code is ExitCode.DEVICE_FAILED
+
+
+# ----------------------------------------------------------------- in-place restarts
+
+RESTARTING = policy.Config(grace_period=10.0, failure_grace=2.0, max_restarts=2)
+
+
+def test_restarts_with_backoff_then_exits_with_the_last_class() -> None:
+    run = Run().started()
+    hang = finding(ExitCode.HANG, Urgency.STOP)
+
+    def step(event):
+        run.state, actions = policy.step(RESTARTING, run.state, event)
+        return [a for a in actions if not isinstance(a, Emit)]
+
+    for attempt in (1, 2):
+        step(Found(hang, run.clock.monotonic()))
+        assert step(ChildExited(ChildStatus(signal=15), run.clock.monotonic())) == [KillTree()]
+        assert run.state.phase is Phase.BACKOFF
+        delay = RESTARTING.backoff(attempt - 1)
+        run.clock.advance(delay - 0.01)
+        assert step(Tick(run.clock.monotonic())) == []
+        run.clock.advance(0.01)
+        assert step(Tick(run.clock.monotonic())) == [Respawn(attempt)]
+        step(ChildStarted(100 + attempt, run.clock.monotonic()))
+    step(Found(hang, run.clock.monotonic()))
+    actions = step(ChildExited(ChildStatus(signal=15), run.clock.monotonic()))
+    exit_ = actions[-1]
+    assert isinstance(exit_, Exit) and exit_.code is ExitCode.HANG
+    restarts = [f for f in exit_.evidence if f.kind == "restarts"]
+    assert restarts[0].detail == {"restarts": 2, "previous": ["HANG", "HANG"]}
+
+
+def test_training_failures_and_preemptions_are_not_restarted_by_default() -> None:
+    for events in ([], [(SignalReceived, signal.SIGTERM)]):
+        run = Run().started()
+        for make, arg in events:
+            run.state, _ = policy.step(RESTARTING, run.state, make(arg, 0.0))
+        run.state, actions = policy.step(
+            RESTARTING, run.state, ChildExited(ChildStatus(exit_status=1), 0.0)
+        )
+        assert isinstance(actions[-1], Exit)
+
+
+def test_a_stop_signal_during_backoff_exits_preempted_at_once() -> None:
+    run = Run().started()
+    run.state, _ = policy.step(
+        RESTARTING, run.state, Found(finding(ExitCode.HANG, Urgency.STOP), 0.0)
+    )
+    run.state, _ = policy.step(RESTARTING, run.state, ChildExited(ChildStatus(signal=15), 0.0))
+    assert run.state.phase is Phase.BACKOFF
+    run.state, actions = policy.step(RESTARTING, run.state, SignalReceived(signal.SIGTERM, 0.1))
+    assert isinstance(actions[-1], Exit) and actions[-1].code is ExitCode.PREEMPTED

@@ -104,7 +104,7 @@ def test_not_executable_is_config_error(supervise, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--no-such-flag", "--", "true"], "No such option: --no-such-flag"),
+        (["--no-such-flag", "--", "true"], "No such option '--no-such-flag'"),
         (["--grace-period", "soon", "--", "true"], "Invalid value for '--grace-period'"),
         (["--grace-period", "-3", "--", "true"], "--grace-period must be"),
         ([], "no training command given"),
