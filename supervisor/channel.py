@@ -1,11 +1,12 @@
 """The shared-memory channel between supervise and the training ranks it watches.
 
 One small file, mmapped `MAP_SHARED` by both sides. No sockets, no pickle, no syscalls on
-the hot path: a heartbeat is three `struct.pack_into` calls into the mapping plus one
+the hot path: a heartbeat is four 8-byte stores into the mapping plus one
 `time.monotonic_ns()` (a vDSO read of CLOCK_MONOTONIC, which is system-wide on Linux, so
 the supervisor's `time.monotonic()` and a rank's timestamps are on one clock).
 
-Layout (little-endian, every integer naturally aligned):
+Layout (native byte order, since both sides share one machine; every integer naturally
+aligned):
 
     header, HEADER_SIZE = 256 bytes, written by the supervisor only
       0  8s  magic            b"SUPVCHN\\0"
@@ -34,6 +35,10 @@ Layout (little-endian, every integer naturally aligned):
      48  16s phase            the current phase name, UTF-8, NUL-padded; empty = none
 
 Guarantees:
+* Sequence counters, steps and timestamps are stored as single aligned 8-byte stores
+  through a `memoryview` cast to "q". Not with `struct.pack_into`: it zero-fills its target
+  before writing, so a counter written that way briefly reads as 0, which is even, and a
+  reader could then accept a torn slot (tests/hang caught exactly that).
 * Each slot has exactly one writer (its rank), so writers never contend. The seqlock lets
   the reader, in another process, retry instead of seeing a torn slot. On x86-64 the stores
   become visible in program order (TSO), which is what a seqlock needs. On weakly ordered
@@ -68,16 +73,15 @@ SLOT_SIZE = 64
 DEFAULT_SLOTS = 256  # local ranks per node; a node has at most a few dozen GPUs
 PHASE_BYTES = 16
 
-_IDENT = struct.Struct("<8sHHI")  # magic, version, slot_count, slot_size
-_SEQ = struct.Struct("<Q")  # also the slot's first field
-_HEADER_BODY = struct.Struct("<QIIqqI")  # generation, reason, stop, deadline, resume, restarts
+_IDENT = struct.Struct("=8sHHI")  # magic, version, slot_count, slot_size
+_HEADER_BODY = struct.Struct("=QIIqqI")  # generation, reason, stop, deadline, resume, restarts
 _HEADER_BODY_AT = 24
-_SLOT = struct.Struct(f"<QiBBHqqqQ{PHASE_BYTES}s")
-_PID_STATE = struct.Struct("<iB")  # at slot offset 8
-_STEP_BEAT = struct.Struct("<qq")  # at slot offset 16: the heartbeat
-_BEAT = struct.Struct("<q")  # at slot offset 24
-_PHASE = struct.Struct(f"<{PHASE_BYTES}s")  # at slot offset 48
-_CKPT = struct.Struct("<qQ")  # at slot offset 32
+_SLOT = struct.Struct(f"=QiBBHqqqQ{PHASE_BYTES}s")
+_PID_STATE = struct.Struct("=iB")  # at slot offset 8
+_STEP_BEAT = struct.Struct("=qq")  # at slot offset 16: the heartbeat
+_BEAT = struct.Struct("=q")  # at slot offset 24
+_PHASE = struct.Struct(f"={PHASE_BYTES}s")  # at slot offset 48
+_CKPT = struct.Struct("=qQ")  # at slot offset 32
 
 assert _SLOT.size == SLOT_SIZE
 assert _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
@@ -144,6 +148,7 @@ class Channel:
 
     def __init__(self, mm: mmap.mmap, slot_count: int, path: str) -> None:
         self.mm = mm
+        self.words = memoryview(mm).cast("q")  # 8-byte words: one store per field
         self.slot_count = slot_count
         self.path = path
 
@@ -205,6 +210,8 @@ class Channel:
         return cls(mm, slots, path)
 
     def close(self) -> None:
+        """Unmap. Writers made from this channel must not be used afterwards."""
+        self.words.release()
         self.mm.close()
 
     def slot_offset(self, rank: int) -> int:
@@ -216,8 +223,8 @@ class Channel:
 
     def write_header(self, header: Header) -> None:
         """Publish a new header. Supervisor only; one writer thread at a time."""
-        seq = _SEQ.unpack_from(self.mm, 16)[0]
-        _SEQ.pack_into(self.mm, 16, seq + 1)
+        seq = self.words[2]  # byte offset 16
+        self.words[2] = seq + 1
         _HEADER_BODY.pack_into(
             self.mm,
             _HEADER_BODY_AT,
@@ -228,18 +235,18 @@ class Channel:
             header.resume_step,
             header.restart_count,
         )
-        _SEQ.pack_into(self.mm, 16, seq + 2)
+        self.words[2] = seq + 2
 
     # ------------------------------------------------------------------------ reads
 
     def read_header(self) -> Header:
         """A consistent header; retries while the supervisor is mid-write."""
         for _ in range(_READ_RETRIES):
-            before = _SEQ.unpack_from(self.mm, 16)[0]
+            before = self.words[2]  # the header's sequence word, byte offset 16
             if before & 1:
                 continue
             body = _HEADER_BODY.unpack_from(self.mm, _HEADER_BODY_AT)
-            if _SEQ.unpack_from(self.mm, 16)[0] == before:
+            if self.words[2] == before:
                 gen, reason, stop, deadline, resume, restarts = body
                 return Header(gen, reason, bool(stop), deadline, resume, restarts)
         raise TimeoutError("the channel header stayed mid-write; the supervisor is stuck")
@@ -251,12 +258,13 @@ class Channel:
         to keep its previous reading rather than trust a torn one.
         """
         offset = self.slot_offset(rank)
-        mm = self.mm
+        mm, words, at_seq = self.mm, self.words, offset // 8
         for _ in range(_READ_RETRIES):
-            fields = _SLOT.unpack_from(mm, offset)
-            if fields[0] & 1:
+            before = words[at_seq]  # one 8-byte load, never a mix of two values
+            if before & 1:
                 continue
-            if _SEQ.unpack_from(mm, offset)[0] == fields[0]:
+            fields = _SLOT.unpack_from(mm, offset)
+            if words[at_seq] == before:
                 _, pid, state, _, _, step, beat, ckpt_step, ckpt_ack, phase = fields
                 return Slot(
                     rank,
@@ -300,7 +308,7 @@ class SlotWriter:
     def __init__(self, channel: Channel, rank: int) -> None:
         self._mm = channel.mm
         self._off = channel.slot_offset(rank)
-        self._begin, self._end, self.beat = _slot_writers(self._mm, self._off)
+        self._begin, self._end, self.beat = _slot_writers(channel.words, self._off)
 
     def claim(self, pid: int, phase: str = "") -> None:
         """Mark the slot RUNNING for `pid`, with no step yet."""
@@ -333,35 +341,36 @@ class SlotWriter:
 
 
 def _slot_writers(
-    mm: mmap.mmap, off: int
+    words: memoryview, off: int
 ) -> tuple[Callable[[], None], Callable[[], None], Callable[[int], None]]:
-    """(begin, end, beat) sharing one sequence counter.
+    """(begin, end, beat) for the slot at byte offset `off`, sharing one sequence counter.
 
     Closures over locals rather than methods: a heartbeat then does no attribute lookups,
     which measurably matters at a few hundred nanoseconds a call (bench_heartbeat.py).
+    Every store is one aligned 8-byte word (see the module docstring for why).
     """
-    seq = _SEQ.unpack_from(mm, off)[0] & ~1
-    pack_seq = _SEQ.pack_into
-    pack_step_beat = _STEP_BEAT.pack_into
+    at_seq = off // 8
+    at_step, at_beat = at_seq + 2, at_seq + 3  # byte offsets 16 and 24 in the slot
+    seq = words[at_seq] & ~1
     now_ns = time.monotonic_ns
-    step_at = off + 16
 
     def begin() -> None:
         nonlocal seq
         seq += 1
-        pack_seq(mm, off, seq)
+        words[at_seq] = seq
 
     def end() -> None:
         nonlocal seq
         seq += 1
-        pack_seq(mm, off, seq)
+        words[at_seq] = seq
 
     def beat(step: int) -> None:
         nonlocal seq
         seq += 1
-        pack_seq(mm, off, seq)  # odd: readers retry
-        pack_step_beat(mm, step_at, step, now_ns())
+        words[at_seq] = seq  # odd: readers retry
+        words[at_step] = step
+        words[at_beat] = now_ns()
         seq += 1
-        pack_seq(mm, off, seq)  # even: consistent again
+        words[at_seq] = seq  # even: consistent again
 
     return begin, end, beat
