@@ -139,8 +139,17 @@ class Storage:
             try:
                 entries = self.fs.ls(self.root, detail=False)
             except FileNotFoundError:
-                return []
+                self._check_bucket()
+                return []  # no checkpoint yet: the first run creates the root
             return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def _check_bucket(self) -> None:
+        """A missing bucket is a misconfiguration, not an empty checkpoint root."""
+        if not {"s3", "gs", "gcs"} & set(_protocols(self.fs)):
+            return
+        bucket = self.root.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            raise FileNotFoundError(f"bucket {bucket!r} does not exist")
 
     def read(self, path: str) -> bytes | None:
         """Whole small object, or None if absent."""
@@ -263,6 +272,11 @@ class Storage:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(f"{final}/{layout.MARKER}")
                 self.remove(final)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _fsync_dir(path: str) -> None:

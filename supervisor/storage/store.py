@@ -221,6 +221,12 @@ class CheckpointStore:
             self._inflight = None
 
     def _raise_pending(self) -> None:
+        """Raise the error of a finished async save that nobody has seen yet."""
+        inflight = self._inflight
+        if inflight is not None and inflight.done():
+            self._inflight = None
+            if inflight.exception() is not None:
+                self._unreported = inflight
         future, self._unreported = self._unreported, None
         if future is not None:
             err = future.exception()
