@@ -332,22 +332,26 @@ class Nvml:
         registered: dict[str, int] = {}
         for gpu in gpus:
             h = self.handle(gpu)
-            supported = self._optional("nvmlDeviceGetSupportedEventTypes", h) or 0
+            try:
+                supported = self._optional("nvmlDeviceGetSupportedEventTypes", h) or 0
+            except _Lost:
+                supported = 0  # the poll reports the lost GPU
             mask = wanted & supported
-            if (
-                mask
-                and self._optional("nvmlDeviceRegisterEvents", h, mask, self._event_set) is None
-            ):
-                try:  # a device may reject the full mask; retry with Xids alone (as the DP does)
-                    mask = supported & lib.nvmlEventTypeXidCriticalError
-                    if mask:
-                        self._call(
-                            "nvmlDeviceRegisterEvents",
-                            lib.nvmlDeviceRegisterEvents,
-                            h,
-                            mask,
-                            self._event_set,
-                        )
+            for attempt in (mask, mask & lib.nvmlEventTypeXidCriticalError):
+                # A device may reject the full mask; Xids alone are what the device plugin
+                # registers for, so that is the fallback.
+                mask = attempt
+                if not mask:
+                    break
+                try:
+                    self._call(
+                        "nvmlDeviceRegisterEvents",
+                        lib.nvmlDeviceRegisterEvents,
+                        h,
+                        mask,
+                        self._event_set,
+                    )
+                    break
                 except lib.NVMLError:
                     mask = 0
             registered[gpu.uuid] = mask

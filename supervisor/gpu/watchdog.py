@@ -194,7 +194,9 @@ class GpuWatchdog:
         self._poll_now.set()
         threads, self._threads = self._threads, []
         for thread in threads:
-            thread.join(timeout=0.4)
+            # The poll thread leaves at once; the event thread may sit in its 500 ms wait,
+            # and every millisecond here delays the exit, so nobody waits for it.
+            thread.join(timeout=0.02)
         nvml, self.nvml = self.nvml, None
         if nvml is not None:
             # NVML is shut down only after both threads are out of it (an event wait may

@@ -196,7 +196,13 @@ def test_the_event_wait_blocks_until_the_xid_really_happens() -> None:
     nvml = opened(fake(timeline=[{"at": 0.4, "gpu": 0, "xid": 79}]))
     gpus, _ = nvml.gpus(None, None)
     registered = nvml.watch_events(gpus)
-    assert registered[gpus[0].uuid] & pynvml.nvmlEventTypeXidCriticalError
+    wanted = (
+        pynvml.nvmlEventTypeXidCriticalError
+        | pynvml.nvmlEventTypeDoubleBitEccError
+        | pynvml.nvmlEventTypeGpuUnavailableError
+        | pynvml.nvmlEventTypeGpuRecoveryAction
+    )
+    assert registered[gpus[0].uuid] & wanted == wanted
     assert nvml.wait_event(100) is None  # the timeout is in milliseconds
     event = None
     while event is None:

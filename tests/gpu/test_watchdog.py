@@ -207,3 +207,17 @@ def test_yaml_scenarios_load(tmp_path: Path) -> None:
     path.write_text("gpus: 1\ntimeline:\n  - {at: 0.5, gpu: 0, xid: 13}\n")
     scenario = Scenario.load(path)
     assert scenario.timeline[0].xid == 13 and scenario.timeline[0].at == 0.5
+
+
+def test_ecc_and_recovery_events_make_the_poll_read_the_evidence_at_once() -> None:
+    """Registered for more than Xids: a double-bit ECC event alone brings the evidence in."""
+    t0 = time.monotonic()
+    dog, inbox, _ = watch(
+        {"timeline": [{"at": 0.3, "gpu": 0, "set": {"ecc_uncorrected_volatile": 1}}]}, poll=60
+    )
+    try:
+        event = inbox.wait_for("ecc_uncorrected", timeout=3)
+    finally:
+        dog.stop()
+    assert event.at - t0 < 0.3 + 0.5  # the next scheduled poll was a minute away
+    assert event.finding.detail["value"] == 1
