@@ -1,0 +1,56 @@
+"""One rank of the distributed checkpoint test, run under real torchrun with gloo.
+
+argv: <checkpoint dir> <result dir>. Writes <result dir>/rank<N>.json with what it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from supervisor.errors import CheckpointError
+from supervisor.storage import CheckpointStore, load_sharded, save_sharded
+
+
+def main() -> None:
+    url, results = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    out: dict = {"rank": rank}
+    store = CheckpointStore(url)
+
+    # DDP: every rank calls save; rank 0 writes; all return after the commit.
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(8, 8))
+    manifest = store.save(1, {"model": model.module.state_dict(), "step": 1})
+    out["ddp_manifest"] = manifest is not None
+    out["latest_after_ddp_save"] = store.latest()  # every rank sees the commit at once
+    out["ddp_world_size"] = store.manifest(1).world_size
+
+    # Rank 0 failing must fail every rank, not leave them waiting.
+    try:
+        store.save(2, {"bad": {1, 2}} if rank == 0 else {"fine": 1})
+        out["rank0_failure"] = "no error"
+    except CheckpointError as err:
+        out["rank0_failure"] = type(err).__name__
+
+    # Sharded: each rank owns a shard, DCP writes them, our marker commits.
+    shards = {f"shard{rank}": torch.full((1000,), float(rank + 1)), "shared": torch.arange(10.0)}
+    save_sharded(store, 3, shards, reason="preempted")
+    empty = {f"shard{rank}": torch.zeros(1000), "shared": torch.zeros(10)}
+    out["sharded_step"] = load_sharded(store, empty)
+    out["sharded_ok"] = bool(
+        empty[f"shard{rank}"].eq(rank + 1).all() and empty["shared"].equal(torch.arange(10.0))
+    )
+    dist.barrier()
+    with open(f"{results}/rank{rank}.json", "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""DDP (rank 0 saves, the others wait for the commit) and DCP sharded saves committed by
+our manifest and marker, on two real gloo ranks under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor.errors import CheckpointError
+from supervisor.storage import CheckpointStore
+from tests.storage.conftest import free_port
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_ddp_and_sharded_checkpoints_on_two_gloo_ranks(tmp_path: Path) -> None:
+    url, results = tmp_path / "ckpt", tmp_path / "results"
+    results.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        str(WORKER),
+        str(url),
+        str(results),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((results / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for out in ranks:
+        assert out["latest_after_ddp_save"] == 1
+        assert out["ddp_world_size"] == 2
+        assert out["rank0_failure"] == "CheckpointError"
+        assert out["sharded_step"] == 3 and out["sharded_ok"]
+    assert [out["ddp_manifest"] for out in ranks] == [True, False]
+
+    store = CheckpointStore(url)
+    assert store.steps() == [1, 3]  # step 2 failed on rank 0 and left nothing
+    manifest = store.manifest(3)
+    assert (manifest.kind, manifest.reason, manifest.world_size) == ("dcp", "preempted", 2)
+    names = {f.path for f in manifest.files}
+    assert "dcp/.metadata" in names and any(n.endswith(".distcp") for n in names)
+    assert store.verify(3).ok
+    with pytest.raises(CheckpointError, match="load_sharded"):
+        store.load(3)
+    # A torn shard is caught before DCP reads anything.
+    shard = next(Path(store.reader.attempt_dir(manifest), "dcp").glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert not store.verify(3).ok
