@@ -218,13 +218,6 @@ class Respawn:
 
 
 @dataclass(frozen=True)
-class DumpStacks:
-    """Ask every rank for its Python stacks and collect NCCL flight-recorder dumps."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
 class Emit:
     """Write one structured event to the event log."""
 
@@ -241,7 +234,7 @@ class Exit:
     evidence: tuple[Finding, ...]
 
 
-Action = SignalChild | KillTree | RequestCheckpoint | Respawn | DumpStacks | Emit | Exit
+Action = SignalChild | KillTree | RequestCheckpoint | Respawn | Emit | Exit
 
 
 class Report(Protocol):

@@ -31,7 +31,6 @@ from supervisor.events import (
     Action,
     ChildExited,
     ChildStarted,
-    DumpStacks,
     Emit,
     Event,
     Exit,
@@ -70,7 +69,6 @@ class Hooks:
     # Evidence only readable once the child is gone (torchrun's error file), before its
     # exit is classified.
     exit_findings: Callable[[], Sequence[Finding]] | None = None
-    dump_stacks: Callable[[DumpStacks], Mapping[str, object]] | None = None
     activity: Activity | None = None  # when the child last wrote; shared with watchdogs
     # Called with the emitter once the event log is open, before the child starts.
     on_start: Callable[[Emit_], None] | None = None
@@ -242,15 +240,25 @@ class Supervisor:
         if self._inbox.read_fd in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._inbox.read_fd, 4096)
-            while not self._inbox.queue.empty():
-                self._apply(self._inbox.queue.get_nowait())
+            self._dispatch_inbox()
         if self.state.deadline is not None and self.clock.monotonic() >= self.state.deadline:
             self._apply(Tick(self.clock.monotonic()))
+
+    def _dispatch_inbox(self) -> None:
+        while not self._inbox.queue.empty():
+            self._apply(self._inbox.queue.get_nowait())
 
     def _reap(self, now: float) -> None:
         for pid, status in children.reap():
             if self._child is not None and pid == self._child.pid:
                 self._child.popen.returncode = status.exit_status or -(status.signal or 0)
+                # The child's last words decide its class ("Watchdog caught collective
+                # operation timeout", then SIGABRT): take the rest of the tree down so the
+                # pipes reach EOF, let the pumps finish, and weigh their findings first.
+                children.kill_tree()
+                for pump in self._pumps:
+                    pump.join(DRAIN_TIMEOUT)
+                self._dispatch_inbox()
                 if self.hooks.exit_findings is not None:
                     for finding in self.hooks.exit_findings():
                         self._apply(Found(finding, now))
@@ -283,9 +291,6 @@ class Supervisor:
                     self.hooks.request_checkpoint(action)
             case Respawn(attempt=attempt):
                 self._relaunch = attempt
-            case DumpStacks():
-                if self.hooks.dump_stacks is not None:
-                    self.events.emit("stacks", dict(self.hooks.dump_stacks(action)))
             case Exit():
                 self._exit = action
 
