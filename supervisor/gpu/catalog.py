@@ -73,18 +73,8 @@ XID_CATALOG: Mapping[int, XidEntry] = _xids(
     # RESTART_APP, but the device plugin marks the GPU unhealthy: the app is dead and the GPU
     # is suspect, so reschedule without burning a retry.
     ((8,), "GPU stopped processing (FIFO idle timeout)", "RESTART_APP", D),
-    (
-        (13,),
-        "graphics engine exception (out-of-bounds access, illegal instruction)",
-        "RESTART_APP",
-        A,
-    ),
-    (
-        (31,),
-        "GPU memory page fault (MMU fault), usually an invalid address in the application",
-        "RESTART_APP",
-        A,
-    ),
+    ((13,), "graphics engine exception (out-of-bounds, illegal instruction)", "RESTART_APP", A),
+    ((31,), "MMU page fault, usually a bad address in the application", "RESTART_APP", A),
     # "Generally not the user app": PCIe signal quality. Repeats mean a bad slot or riser.
     ((32,), "corrupted push buffer stream (PCIe)", "RESTART_APP", D),
     ((43,), "the application hit a software fault; the GPU remains healthy", "IGNORE", A),
@@ -148,6 +138,7 @@ DEFAULT_RULES: Mapping[str, Verdict] = {
     "gpu_lost": Verdict.FAILED,  # NVML_ERROR_GPU_IS_LOST on any call
     "gpu_missing": Verdict.FAILED,  # a GPU the pod was given is not visible to NVML
     "nvml_hang": Verdict.FAILED,  # an NVML call did not return within its bound
+    "nvml_errors": Verdict.NOTE,  # a query failed unexpectedly (not NOT_SUPPORTED)
     "ecc_uncorrected": Verdict.FAILED,
     "remap_failure": Verdict.FAILED,
     "remap_pending": Verdict.DEGRADED,  # needs a reset; NVSentinel maps it to a GPU reset
@@ -307,6 +298,7 @@ class GpuState:
     fabric_status: int | None = None  # an nvmlReturn_t; 0 = success
     fabric_health_summary: int | None = None  # 1 healthy, 2 unhealthy, 3 limited capacity
     fabric_health_mask: int | None = None
+    errors: tuple[str, ...] = ()  # queries that failed for another reason than "unsupported"
 
     def as_dict(self) -> dict[str, object]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "at"}
@@ -376,199 +368,153 @@ def unreachable_finding(
     return finding(gpu, rule, verdict, summary, detail)
 
 
+class _Seen(list[tuple[str, str, dict[str, object]]]):
+    """What one poll shows: (rule, summary, evidence) in rule order."""
+
+    def add(self, rule: str, summary: str, field: str, value: object, **extra: object) -> None:
+        self.append((rule, summary, {"field": field, "value": value, **extra}))
+
+
 def assess(gpu: Gpu, state: GpuState, memory: Memory, rules: Rules) -> tuple[list[Finding], Memory]:
     """Findings for one poll of `gpu`, in rule order, and the memory for the next poll.
 
     A condition that persists is reported on every poll; the caller reports each once.
     """
-    out: list[tuple[str, str, dict[str, object]]] = []  # (rule, summary, detail)
+    seen = _Seen()
     label = gpu.label()
-    previous = memory.previous
     streaks: dict[str, int] = {}
-
     if state.lost:
-        out.append(
-            (
-                "gpu_lost",
-                f"{label} is lost: NVML reports GPU_IS_LOST.",
-                {"field": "nvml", "value": "GPU_IS_LOST"},
-            )
-        )
+        seen.add("gpu_lost", f"{label} is lost: NVML reports GPU_IS_LOST.", "nvml", "GPU_IS_LOST")
     if state.ecc_uncorrected_volatile:
-        out.append(
-            (
-                "ecc_uncorrected",
-                f"{label} has {state.ecc_uncorrected_volatile} uncorrected (volatile) ECC "
-                "error(s).",
-                {"field": "ecc_uncorrected_volatile", "value": state.ecc_uncorrected_volatile},
-            )
+        count = state.ecc_uncorrected_volatile
+        seen.add(
+            "ecc_uncorrected",
+            f"{label} has {count} uncorrected (volatile) ECC error(s).",
+            "ecc_uncorrected_volatile",
+            count,
         )
     if state.remap_failure:
-        out.append(
-            (
-                "remap_failure",
-                f"{label} failed to remap a memory row (RMA candidate).",
-                {"field": "remapped_rows.failure_occurred", "value": True},
-            )
+        seen.add(
+            "remap_failure",
+            f"{label} failed to remap a memory row (RMA candidate).",
+            "remapped_rows.failure_occurred",
+            True,
         )
     if state.remap_pending:
-        out.append(
-            (
-                "remap_pending",
-                f"{label} has a row remap pending: it needs a GPU reset.",
-                {"field": "remapped_rows.is_pending", "value": True},
-            )
+        seen.add(
+            "remap_pending",
+            f"{label} has a row remap pending: it needs a GPU reset.",
+            "remapped_rows.is_pending",
+            True,
         )
     if state.retired_pages_pending:
-        out.append(
-            (
-                "retired_pages_pending",
-                f"{label} has memory pages pending retirement: it needs a GPU reset.",
-                {"field": "retired_pages_pending", "value": True},
-            )
+        seen.add(
+            "retired_pages_pending",
+            f"{label} has memory pages pending retirement: it needs a GPU reset.",
+            "retired_pages_pending",
+            True,
         )
     if state.recovery_action:
         name, rule = RECOVERY_ACTIONS.get(state.recovery_action, ("unknown", "recovery_reset"))
-        out.append(
-            (
-                rule,
-                f"{label}: the driver's recovery action is {name}.",
-                {
-                    "field": "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION",
-                    "value": state.recovery_action,
-                    "recovery_action": name,
-                },
-            )
+        seen.add(
+            rule,
+            f"{label}: the driver's recovery action is {name}.",
+            "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION",
+            state.recovery_action,
+            recovery_action=name,
         )
-    if state.clock_event_reasons is not None:
-        for bit, rule in CLOCK_EVENT_RULES.items():
-            if state.clock_event_reasons & bit:
-                streaks[rule] = memory.streaks.get(rule, 0) + 1
-                if streaks[rule] >= rules.thresholds.throttle_polls:
-                    out.append(
-                        (
-                            rule,
-                            f"{label} is clock-limited by {rule.replace('_', ' ')} "
-                            f"for {streaks[rule]} consecutive polls.",
-                            {
-                                "field": "clock_event_reasons",
-                                "value": hex(state.clock_event_reasons),
-                                "polls": streaks[rule],
-                            },
-                        )
-                    )
-    if state.temperature_c is not None and state.temperature_slowdown_c:
-        limit = state.temperature_slowdown_c - rules.thresholds.temperature_margin_c
-        if state.temperature_c >= limit:
-            out.append(
-                (
-                    "temperature",
-                    f"{label} is at {state.temperature_c} °C, at or above its slowdown "
-                    f"threshold ({state.temperature_slowdown_c} °C).",
-                    {
-                        "field": "temperature_c",
-                        "value": state.temperature_c,
-                        "slowdown_c": state.temperature_slowdown_c,
-                    },
+    for bit, rule in CLOCK_EVENT_RULES.items():
+        if (state.clock_event_reasons or 0) & bit:
+            streaks[rule] = polls = memory.streaks.get(rule, 0) + 1
+            if polls >= rules.thresholds.throttle_polls:
+                seen.add(
+                    rule,
+                    f"{label} is clock-limited by {rule.replace('_', ' ')} for "
+                    f"{polls} consecutive polls.",
+                    "clock_event_reasons",
+                    hex(state.clock_event_reasons or 0),
+                    polls=polls,
                 )
-            )
-    if previous is not None:
-        out.extend(_changes(label, previous, state, rules))
-    if (
-        state.pcie_width is not None
-        and state.pcie_width_max
-        and (state.pcie_width < state.pcie_width_max)
-    ):
-        out.append(
-            (
-                "pcie_width",
-                f"{label} runs PCIe x{state.pcie_width} of x{state.pcie_width_max}: "
-                "check seating and riser.",
-                {"field": "pcie_width", "value": state.pcie_width, "max": state.pcie_width_max},
-            )
+    hot, limit = state.temperature_c, state.temperature_slowdown_c
+    if hot is not None and limit and hot >= limit - rules.thresholds.temperature_margin_c:
+        seen.add(
+            "temperature",
+            f"{label} is at {hot} °C; it slows down at {limit} °C.",
+            "temperature_c",
+            hot,
+            slowdown_c=limit,
         )
-    if (
-        state.pcie_generation is not None
-        and state.pcie_generation_max
-        and (state.pcie_generation < state.pcie_generation_max)
-    ):
-        out.append(
-            (
-                "pcie_generation",
-                f"{label} runs PCIe Gen{state.pcie_generation} of "
-                f"Gen{state.pcie_generation_max} (normal at idle).",
-                {
-                    "field": "pcie_generation",
-                    "value": state.pcie_generation,
-                    "max": state.pcie_generation_max,
-                },
-            )
+    if memory.previous is not None:
+        _changes(seen, label, memory.previous, state, rules)
+    width, widest = state.pcie_width, state.pcie_width_max
+    if width is not None and widest and width < widest:
+        seen.add(
+            "pcie_width",
+            f"{label} runs PCIe x{width} of x{widest}: check seating and riser.",
+            "pcie_width",
+            width,
+            max=widest,
+        )
+    gen, best = state.pcie_generation, state.pcie_generation_max
+    if gen is not None and best and gen < best:
+        seen.add(
+            "pcie_generation",
+            f"{label} runs PCIe Gen{gen} of Gen{best} (normal at idle).",
+            "pcie_generation",
+            gen,
+            max=best,
         )
     if state.fabric_state == _FABRIC_STATE_COMPLETED:
-        out.extend(_fabric(label, state))
-
+        _fabric(seen, label, state)
+    if state.errors:
+        seen.add(
+            "nvml_errors",
+            f"{label}: some NVML queries failed: {', '.join(state.errors)}.",
+            "nvml",
+            list(state.errors),
+        )
     findings = [
         made
-        for rule, summary, detail in out
+        for rule, summary, detail in seen
         if (made := finding(gpu, rule, rules.rules.get(rule, Verdict.NOTE), summary, detail))
     ]
     return findings, Memory(previous=state, streaks=streaks)
 
 
-def _changes(
-    label: str, before: GpuState, now: GpuState, rules: Rules
-) -> list[tuple[str, str, dict[str, object]]]:
-    out: list[tuple[str, str, dict[str, object]]] = []
+def _changes(seen: _Seen, label: str, before: GpuState, now: GpuState, rules: Rules) -> None:
+    """Counters and links judged by what changed since the last poll (history is not news)."""
     if before.nvlink_up is not None and now.nvlink_up is not None:
         down = sorted(set(before.nvlink_up) - set(now.nvlink_up))
         if down:
-            out.append(
-                (
-                    "nvlink_down",
-                    f"{label}: NVLink link(s) {down} went down.",
-                    {"field": "nvlink_state", "value": down},
-                )
+            seen.add(
+                "nvlink_down", f"{label}: NVLink link(s) {down} went down.", "nvlink_state", down
             )
-    rose = _rose(before.nvlink_replay_recovery, now.nvlink_replay_recovery)
-    if rose:
-        out.append(
-            (
-                "nvlink_errors",
-                f"{label}: NVLink replay/recovery errors rose by {rose}.",
-                {
-                    "field": "nvlink_replay_recovery",
-                    "value": now.nvlink_replay_recovery,
-                    "delta": rose,
-                },
-            )
+    if rose := _rose(before.nvlink_replay_recovery, now.nvlink_replay_recovery):
+        seen.add(
+            "nvlink_errors",
+            f"{label}: NVLink replay/recovery errors rose by {rose}.",
+            "nvlink_replay_recovery",
+            now.nvlink_replay_recovery,
+            delta=rose,
         )
-    rose = _rose(before.nvlink_crc, now.nvlink_crc)
-    if rose:
-        out.append(
-            (
-                "nvlink_crc",
-                f"{label}: NVLink CRC errors rose by {rose}.",
-                {"field": "nvlink_crc", "value": now.nvlink_crc, "delta": rose},
-            )
+    if rose := _rose(before.nvlink_crc, now.nvlink_crc):
+        seen.add(
+            "nvlink_crc",
+            f"{label}: NVLink CRC errors rose by {rose}.",
+            "nvlink_crc",
+            now.nvlink_crc,
+            delta=rose,
         )
-    rose = _rose(before.pcie_replay, now.pcie_replay)
-    elapsed = now.at - before.at
-    if rose and elapsed > 0:
-        per_minute = rose * 60.0 / elapsed
-        if per_minute > rules.thresholds.pcie_replays_per_minute:
-            out.append(
-                (
-                    "pcie_replay",
-                    f"{label}: {per_minute:.0f} PCIe replays a minute (limit "
-                    f"{rules.thresholds.pcie_replays_per_minute:g}).",
-                    {
-                        "field": "pcie_replay_counter",
-                        "value": now.pcie_replay,
-                        "per_minute": round(per_minute, 1),
-                    },
-                )
-            )
-    return out
+    rose, elapsed = _rose(before.pcie_replay, now.pcie_replay), now.at - before.at
+    limit = rules.thresholds.pcie_replays_per_minute
+    if rose and elapsed > 0 and (per_minute := rose * 60.0 / elapsed) > limit:
+        seen.add(
+            "pcie_replay",
+            f"{label}: {per_minute:.0f} PCIe replays a minute (limit {limit:g}).",
+            "pcie_replay_counter",
+            now.pcie_replay,
+            per_minute=round(per_minute, 1),
+        )
 
 
 def _rose(before: int | None, now: int | None) -> int:
@@ -577,26 +523,25 @@ def _rose(before: int | None, now: int | None) -> int:
     return max(0, now - before)
 
 
-def _fabric(label: str, state: GpuState) -> list[tuple[str, str, dict[str, object]]]:
-    detail = {
-        "field": "fabric",
-        "value": {
-            "status": state.fabric_status,
-            "health_summary": state.fabric_health_summary,
-            "health_mask": state.fabric_health_mask,
-        },
+def _fabric(seen: _Seen, label: str, state: GpuState) -> None:
+    value = {
+        "status": state.fabric_status,
+        "health_summary": state.fabric_health_summary,
+        "health_mask": state.fabric_health_mask,
     }
-    if state.fabric_status not in (None, 0) or state.fabric_health_summary == 2:
-        return [("fabric_unhealthy", f"{label}: the NVLink fabric reports it unhealthy.", detail)]
     mask = state.fabric_health_mask or 0
-    degraded_bw = (mask >> _FABRIC_DEGRADED_BW_SHIFT) & 0x3 == 1
-    route_unhealthy = (mask >> _FABRIC_ROUTE_UNHEALTHY_SHIFT) & 0x3 == 1
-    if state.fabric_health_summary == 3 or degraded_bw or route_unhealthy:
-        return [
-            (
-                "fabric_degraded",
-                f"{label}: the NVLink fabric reports limited capacity or degraded bandwidth.",
-                detail,
-            )
-        ]
-    return []
+    if state.fabric_status not in (None, 0) or state.fabric_health_summary == 2:
+        seen.add(
+            "fabric_unhealthy", f"{label}: the NVLink fabric reports it unhealthy.", "fabric", value
+        )
+    elif (
+        state.fabric_health_summary == 3
+        or (mask >> _FABRIC_DEGRADED_BW_SHIFT) & 0x3 == 1
+        or (mask >> _FABRIC_ROUTE_UNHEALTHY_SHIFT) & 0x3 == 1
+    ):
+        seen.add(
+            "fabric_degraded",
+            f"{label}: the NVLink fabric reports limited capacity or degraded bandwidth.",
+            "fabric",
+            value,
+        )

@@ -120,6 +120,7 @@ _HEALTHY: dict[str, Any] = {
     "fabric_health_summary": 1,
     "fabric_health_mask": 0x22,  # DEGRADED_BW false, ROUTE_UNHEALTHY false
     "unsupported": [],  # pynvml function names that answer NOT_SUPPORTED on this GPU
+    "failing": [],  # pynvml function names that answer UNKNOWN (a flaky query)
 }
 _STATE_KEYS = frozenset(_HEALTHY)
 
@@ -338,6 +339,8 @@ class FakeNvml:
                 raise NVMLError(NVML_ERROR_GPU_IS_LOST)
             if call in handle.state["unsupported"]:
                 raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+            if call in handle.state["failing"]:
+                raise NVMLError(NVML_ERROR_UNKNOWN)
 
     # ------------------------------------------------------------------ library
 

@@ -21,6 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import ctypes
+import functools
 import queue
 import threading
 import time
@@ -162,16 +163,20 @@ class Nvml:
     ) -> Any:
         return self._poll.call(name, timeout or self.call_timeout, lambda: fn(*args))
 
-    def _optional(self, name: str, *args: Any) -> Any:
-        """A query that may be unsupported (None). GPU_IS_LOST raises `_Lost`."""
+    def _optional(self, name: str, *args: Any, errors: list[str] | None = None) -> Any:
+        """A query that may be unsupported (None). GPU_IS_LOST raises `_Lost`.
+
+        Any other NVML error also reads as None, so one flaky query never stops the watch;
+        it is added to `errors` (as "call: error") when a list is given.
+        """
         try:
             return self._call(name, getattr(self.lib, name), *args)
         except self.lib.NVMLError as err:
             if err.value == self.lib.NVML_ERROR_GPU_IS_LOST:
                 raise _Lost() from err
-            if err.value in self._unsupported:
-                return None
-            raise
+            if err.value not in self._unsupported and errors is not None:
+                errors.append(f"{name}: {_error_name(self.lib, err)}")
+            return None
 
     # ------------------------------------------------------------------ devices
 
@@ -228,7 +233,8 @@ class Nvml:
 
     def _read(self, gpu: Gpu, now: float) -> GpuState:
         lib, h = self.lib, self.handle(gpu)
-        opt = self._optional
+        errors: list[str] = []
+        opt = functools.partial(self._optional, errors=errors)
         ecc = opt(
             "nvmlDeviceGetTotalEccErrors",
             h,
@@ -237,7 +243,7 @@ class Nvml:
         )
         remap = opt("nvmlDeviceGetRemappedRows", h)  # (corrected, uncorrected, pending, failed)
         retired = opt("nvmlDeviceGetRetiredPagesPendingStatus", h)
-        fields = self._fields(h)
+        fields = self._fields(h, errors)
         link_count = fields.get(lib.NVML_FI_DEV_NVLINK_LINK_COUNT) or 0
         links_up = None
         if link_count:
@@ -247,7 +253,7 @@ class Nvml:
             self._slowdown[gpu.uuid] = opt(
                 "nvmlDeviceGetTemperatureThreshold", h, lib.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
             )
-        fabric = self._fabric(h)
+        fabric = self._fabric(h, errors)
         return GpuState(
             at=now,
             ecc_uncorrected_volatile=ecc,
@@ -275,9 +281,10 @@ class Nvml:
             pcie_generation_max=opt("nvmlDeviceGetMaxPcieLinkGeneration", h),
             pcie_replay=opt("nvmlDeviceGetPcieReplayCounter", h),
             **fabric,
+            errors=tuple(errors),
         )
 
-    def _fields(self, h: Any) -> dict[int, int]:
+    def _fields(self, h: Any, errors: list[str]) -> dict[int, int]:
         """The batched field values (one call; each value has its own return code)."""
         lib = self.lib
         ids = [
@@ -288,18 +295,21 @@ class Nvml:
             lib.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL,
             lib.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
         ]
-        values = self._optional("nvmlDeviceGetFieldValues", h, ids)
+        values = self._optional("nvmlDeviceGetFieldValues", h, ids, errors=errors)
         out: dict[int, int] = {}
         for value in values or ():
             if value.nvmlReturn == lib.NVML_SUCCESS:
                 out[value.fieldId] = _field_value(lib, value)
         return out
 
-    def _fabric(self, h: Any) -> dict[str, int | None]:
+    def _fabric(self, h: Any, errors: list[str]) -> dict[str, int | None]:
         """NVLink fabric state and health (Hopper and newer); empty when unsupported."""
         lib = self.lib
         info = lib.c_nvmlGpuFabricInfo_v3_t()
-        if self._optional("nvmlDeviceGetGpuFabricInfoV", h, ctypes.byref(info)) is None:
+        if (
+            self._optional("nvmlDeviceGetGpuFabricInfoV", h, ctypes.byref(info), errors=errors)
+            is None
+        ):
             return {}
         if info.state == lib.NVML_GPU_FABRIC_STATE_NOT_SUPPORTED:
             return {}

@@ -101,9 +101,12 @@ def open_gpus(options: GpuOptions) -> tuple[Nvml | None, list[Gpu], list[Finding
         nvml, why = open_nvml(lib, call_timeout=options.call_timeout)
         if nvml is None:
             return None, [], [], why
-        gpus, missing = nvml.gpus(
-            os.environ.get("NVIDIA_VISIBLE_DEVICES"), os.environ.get("CUDA_VISIBLE_DEVICES")
-        )
+        try:
+            gpus, missing = nvml.gpus(
+                os.environ.get("NVIDIA_VISIBLE_DEVICES"), os.environ.get("CUDA_VISIBLE_DEVICES")
+            )
+        except nvml.lib.NVMLError as err:
+            return None, [], [], f"NVML could not list the GPUs ({err})"
     except CallTimedOut as err:
         made = unreachable_finding(
             "nvml_hang", str(err), None, rules, {"call": err.call, "bound_s": err.timeout}
@@ -228,8 +231,8 @@ class GpuWatchdog:
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
             target()
-        except CallTimedOut as err:
-            self._hung(err, None)
+        except CallTimedOut as err:  # not tied to one GPU's query: name the GPU if only one
+            self._hung(err, self.gpus[0] if len(self.gpus) == 1 else None)
         except Exception as err:  # reported, never silent; the other thread carries on
             self._emit(
                 Finding(

@@ -12,7 +12,7 @@ import pytest
 import supervisor.gpu.fake as fake_module
 import supervisor.gpu.nvml as nvml_module
 from supervisor.errors import DeviceError
-from supervisor.gpu.catalog import Rules
+from supervisor.gpu.catalog import Memory, Rules, assess
 from supervisor.gpu.fake import FakeNvml, Scenario
 from supervisor.gpu.nvml import CallTimedOut, open_nvml
 from supervisor.gpu.watchdog import GpuOptions, GpuWatchdog
@@ -149,6 +149,16 @@ def test_unsupported_queries_read_as_none_and_a_lost_gpu_reads_as_lost() -> None
     assert nvml.read(gpu).lost
 
 
+def test_a_flaky_query_reads_as_none_and_is_noted_without_stopping_the_poll() -> None:
+    nvml = opened(fake(gpus=[{"state": {"failing": ["nvmlDeviceGetTemperature"]}}]))
+    (gpu,), _ = nvml.gpus(None, None)
+    state = nvml.read(gpu)
+    assert state.temperature_c is None and state.pcie_width == 16
+    assert state.errors == ("nvmlDeviceGetTemperature: NVML_ERROR_UNKNOWN",)
+    found, _ = assess(gpu, state, Memory(), Rules())
+    assert [(f.kind, f.exit_code) for f in found] == [("nvml_errors", None)]
+
+
 @pytest.mark.parametrize(
     ("nvidia", "cuda", "chosen", "missing"),
     [
@@ -253,5 +263,6 @@ def test_every_gpu_state_field_can_be_set_in_a_scenario() -> None:
 
     from supervisor.gpu.catalog import GpuState
 
-    settable = {f.name for f in fields(GpuState)} - {"at", "lost"}  # lost has its own entry
+    # `lost` has its own timeline entry; `errors` is what the adapter saw fail
+    settable = {f.name for f in fields(GpuState)} - {"at", "lost", "errors"}
     assert settable <= fake_module._STATE_KEYS
