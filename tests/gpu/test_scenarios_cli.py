@@ -109,3 +109,34 @@ def test_preflight_stops_a_run_on_a_failed_gpu_before_it_starts(supervise, tmp_p
     done = supervise("--preflight", "--fake-gpus", str(scenario), "--", *trainer)
     assert done.returncode == 82
     assert not marker.exists()
+
+
+def test_bad_gpu_files_are_config_errors_that_start_nothing(supervise, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    trainer = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    done = supervise("--fake-gpus", str(tmp_path / "nope.json"), "--", *trainer)
+    assert done.returncode == 81 and "--fake-gpus" in done.termination["reason"]
+    config = tmp_path / "gpu.json"
+    config.write_text(json.dumps({"xid": {"79": "fatal"}}))
+    scenario = EXAMPLES / "xid79.json"
+    done = supervise("--fake-gpus", str(scenario), "--gpu-config", str(config), "--", *trainer)
+    assert done.returncode == 81 and "--gpu-config" in done.termination["reason"]
+    assert not marker.exists()
+
+
+def test_a_gpu_config_can_demote_a_fatal_xid(supervise, tmp_path: Path) -> None:
+    config = tmp_path / "gpu.json"
+    config.write_text(json.dumps({"xid": {"79": "note"}, "rules": {"gpu_lost": "note"}}))
+    ok = [sys.executable, "-c", "import time; time.sleep(2)"]
+    done = supervise(
+        "--fake-gpus",
+        str(EXAMPLES / "xid79.json"),
+        "--gpu-config",
+        str(config),
+        "--",
+        *ok,
+        env=FAST,
+    )
+    assert done.returncode == 0
+    kinds = [e.get("kind") for e in done.events if e["event"] == "finding"]
+    assert "xid" in kinds  # still evidence, no longer a stop
