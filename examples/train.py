@@ -1,28 +1,33 @@
-"""A small but real training script, supervised; single process or DDP over gloo.
+"""A small but real training script that survives eviction; single process or DDP on gloo.
 
-The three lines that involve supervise are marked `# supervise`. Without supervise,
-`attach()` returns a no-op handle, so this file runs unchanged either way:
+It has a model with dropout, AdamW, a cosine LR schedule and a shuffling data loader, and it
+resumes deterministically: a run that is stopped and resumed ends with the same parameters,
+bit for bit, as one that was never interrupted. The lines that involve supervise are marked
+`# supervise`; without supervise, `attach()` is a no-op and the script runs the same way.
 
     python examples/train.py --steps 200
-    supervise -- python examples/train.py --steps 200
-    supervise --nproc-per-node 2 -- examples/train.py --steps 200     # DDP, gloo on CPU
+    supervise --checkpoint-dir /tmp/ckpt -- python examples/train.py --steps 200
+    supervise --nproc-per-node 2 --checkpoint-dir /tmp/ckpt -- examples/train.py
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
+import random
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 import supervisor  # supervise
+
+BATCH = 64
 
 
 def make_data(seed: int, n: int = 4096) -> TensorDataset:
@@ -33,50 +38,106 @@ def make_data(seed: int, n: int = 4096) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+class ResumableShuffle(Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch), so any step's batch can be found
+    again after a restart without saving the sampler: resuming at step s skips to it."""
+
+    def __init__(self, n: int, seed: int, rank: int, world: int, first_step: int) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.per_epoch = n // world // BATCH  # whole batches per rank per epoch
+        self.first_step = first_step
+
+    def __iter__(self):
+        step = self.first_step
+        while True:
+            epoch, offset = divmod(step, self.per_epoch)
+            order = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            )
+            mine = order[self.rank :: self.world][: self.per_epoch * BATCH]
+            yield from mine[offset * BATCH :].tolist()
+            step = (epoch + 1) * self.per_epoch
+
+    def __len__(self) -> int:  # the loader asks; the stream itself is endless
+        return sys.maxsize
+
+
+def rng_state() -> torch.Tensor:
+    return torch.get_rng_state()
+
+
+def gather_rng(distributed: bool) -> list[torch.Tensor]:
+    """Every rank's torch RNG state, so rank 0's checkpoint restores all ranks' dropout."""
+    mine = rng_state()
+    if not distributed:
+        return [mine]
+    states = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(states, mine)
+    return states
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-time", type=float, default=0.0, help="extra seconds per step")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
     args = parser.parse_args()
 
     sup = supervisor.attach()  # supervise
+    store = supervisor.CheckpointStore()  # supervise: $SUPERVISE_CHECKPOINT_DIR
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # launched by torchrun: one process per rank, gloo on CPU
         dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+
     torch.manual_seed(args.seed)
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Dropout(0.1), nn.Linear(64, 1))
-    if distributed:
-        model = DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
+
+    step = 0
+    if store.latest() is not None:  # a rescheduled pod continues where the last one stopped
+        state = store.load()
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"]["torch"][rank])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        step = state["step"]
+        if rank == 0:
+            print(f"resumed from step {step}", flush=True)
+    net = DistributedDataParallel(model) if distributed else model
     data = make_data(args.seed)
-    if distributed:
-        sampler = DistributedSampler(data, shuffle=True, seed=args.seed)
-        loader = DataLoader(data, batch_size=64, sampler=sampler)
-    else:
-        generator = torch.Generator().manual_seed(args.seed)
-        loader = DataLoader(data, batch_size=64, shuffle=True, generator=generator)
-    rank = dist.get_rank() if distributed else 0
+    # The loader gets its own generator: left to the global one, creating the iterator
+    # would draw from the RNG that dropout uses, and a resumed run would drift.
+    loader = DataLoader(
+        data,
+        batch_size=BATCH,
+        drop_last=True,
+        generator=torch.Generator(),
+        sampler=ResumableShuffle(len(data), args.seed, rank, world, step),
+    )
 
-    stopping = False
+    def save(reason: str) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": {
+                "torch": gather_rng(distributed),
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
+            "step": step,
+        }
+        store.save(step, state, reason=reason)  # reports the commit to supervise
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True  # finish the current step, then leave cleanly
-
-    signal.signal(signal.SIGTERM, stop)
-    step, epoch, batches = 0, 0, iter(loader)
-    while step < args.steps and not stopping:
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            epoch += 1
-            if distributed:
-                sampler.set_epoch(epoch)
-            batches = iter(loader)
-            continue
-        loss = nn.functional.mse_loss(model(x), y)
+    batches = iter(loader)
+    while step < args.steps:
+        x, y = next(batches)
+        loss = nn.functional.mse_loss(net(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -85,10 +146,17 @@ def main() -> int:
         sup.step(step)  # supervise
         if rank == 0 and (step % 50 == 0 or step == args.steps):
             print(f"step {step:>5}  loss {loss.item():.4f}", flush=True)
+        if sup.should_checkpoint(step):  # supervise: every rank agrees on this step
+            reason = sup.checkpoint_reason or "requested"  # "preempted", "degraded", ...
+            save(reason)
+            if rank == 0:
+                print(f"checkpoint at step {step} ({reason}); leaving", flush=True)
+            break
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            save("final" if step == args.steps else "periodic")
         if args.step_time:
             time.sleep(args.step_time)
-    if stopping:
-        print(f"rank {rank}: SIGTERM, stopping at step {step}", flush=True)
+    store.close()
     if distributed:
         dist.destroy_process_group()
     return 0

@@ -26,7 +26,7 @@ aligned):
       0  Q   seq              seqlock: odd while the rank is writing this slot
       8  i   pid
      12  B   state            UNUSED 0, RUNNING 1, FINISHED 2
-     13  B   reserved
+     13  B   flags            bit 0: the last commit answered another rank's request
      14  H   reserved
      16  q   step             -1 until the first `step()`
      24  q   beat_ns          CLOCK_MONOTONIC ns of the last beat (step or phase change)
@@ -72,6 +72,7 @@ HEADER_SIZE = 256
 SLOT_SIZE = 64
 DEFAULT_SLOTS = 256  # local ranks per node; a node has at most a few dozen GPUs
 PHASE_BYTES = 16
+FLAG_CKPT_FOR_PEER = 1  # slot flags byte (offset 13), bit 0
 
 _IDENT = struct.Struct("=8sHHI")  # magic, version, slot_count, slot_size
 _HEADER_BODY = struct.Struct("=QIIqqI")  # generation, reason, stop, deadline, resume, restarts
@@ -90,6 +91,9 @@ _READ_RETRIES = 64
 
 # How the supervisor tells a rank where things are (the child's environment). Here, not in
 # supervisor.client, so the supervisor side can name them without importing an L4 module.
+# Why a checkpoint is requested; the header carries the index plus one (0: no request).
+CHECKPOINT_REASONS: tuple[str, ...] = ("periodic", "degraded", "preempted", "requested", "final")
+
 ENV_CHANNEL = "SUPERVISE_CHANNEL"
 ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
 ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
@@ -123,6 +127,7 @@ class Slot:
     ckpt_step: int
     ckpt_ack: int
     phase: str
+    ckpt_for_peer: bool = False  # the last commit answered another rank's request
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,7 @@ class Channel:
                 continue
             fields = _SLOT.unpack_from(mm, offset)
             if words[at_seq] == before:
-                _, pid, state, _, _, step, beat, ckpt_step, ckpt_ack, phase = fields
+                _, pid, state, flags, _, step, beat, ckpt_step, ckpt_ack, phase = fields
                 return Slot(
                     rank,
                     pid,
@@ -275,6 +280,7 @@ class Channel:
                     ckpt_step,
                     ckpt_ack,
                     phase.rstrip(b"\0").decode("utf-8", "replace"),
+                    bool(flags & FLAG_CKPT_FOR_PEER),
                 )
         return None
 
@@ -326,10 +332,15 @@ class SlotWriter:
         _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
         self._end()
 
-    def set_checkpoint(self, ckpt_step: int, ack_generation: int) -> None:
-        """Record the last committed checkpoint step and acknowledged request (issue 7)."""
+    def set_checkpoint(self, ckpt_step: int, ack_generation: int, for_peer: bool = False) -> None:
+        """Record the last committed checkpoint step and the request generation it answers.
+
+        `for_peer`: the save answered another rank's request (its pod is leaving), which
+        tells this node's supervisor that the trainer will leave too.
+        """
         self._begin()
         _CKPT.pack_into(self._mm, self._off + 32, ckpt_step, ack_generation)
+        self._mm[self._off + 13] = FLAG_CKPT_FOR_PEER if for_peer else 0
         self._end()
 
     def finish(self) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from supervisor.channel import (
+    CHECKPOINT_REASONS,
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
     ENV_RESUME_STEP,
@@ -100,6 +101,41 @@ class NoopHandle:
         """How many times supervise has restarted the training command before this run."""
         return _env_int(ENV_RESTART_COUNT, 0) or 0
 
+    @property
+    def checkpoint_requested(self) -> bool:
+        """True while supervise is asking this rank for a checkpoint (never, here)."""
+        return False
+
+    @property
+    def checkpoint_reason(self) -> str | None:
+        """Why the pending request was made: "preempted", "degraded", ...; None if none."""
+        return None
+
+    def should_checkpoint(self, step: int, every: int = 1) -> bool:
+        """Whether every rank should save at this step boundary.
+
+        Call it on every rank at the same steps. Under `torch.distributed` with more than
+        one rank, the ranks agree with one all-reduce (MAX) of a single flag, so a request
+        seen by any rank (one node's pod being evicted, say) makes all of them save the
+        same step. `every=K` runs the collective only when `step % K == 0`, to trade
+        reaction time for its cost. The collective runs whether or not anything is pending:
+        that is what keeps the ranks in step.
+        """
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if step % every:
+            return False
+        mine = self.checkpoint_requested
+        agreed = _agree(mine)
+        if agreed and not mine:
+            self._for_peer = True
+        return agreed
+
+    def committed(self, step: int) -> None:
+        """Report that checkpoint `step` is committed (CheckpointStore.save does this)."""
+
+    _for_peer = False
+
 
 class Handle(NoopHandle):
     """A rank attached to a live channel. Build it with `attach()`."""
@@ -116,6 +152,8 @@ class Handle(NoopHandle):
         self._finished = False
         self._phase = ""
         self._stacks: IO[str] | None = None
+        self._answered = 0  # the newest checkpoint request generation this rank answered
+        self._for_peer = False  # agreed to save for another rank's request, not yet saved
         self._writer.claim(self._pid)
         self.step = self._writer.beat
         atexit.register(self.finish)
@@ -131,6 +169,28 @@ class Handle(NoopHandle):
         finally:
             self._phase = outer
             self._writer.set_phase(outer)
+
+    @property
+    def checkpoint_requested(self) -> bool:
+        """True from a request's arrival until this rank reports a commit after it.
+
+        One consistent read of the channel header: a few microseconds, no syscalls.
+        """
+        header = self._channel.read_header()
+        return header.ckpt_reason != 0 and header.ckpt_generation > self._answered
+
+    @property
+    def checkpoint_reason(self) -> str | None:
+        header = self._channel.read_header()
+        if header.ckpt_reason == 0 or header.ckpt_generation <= self._answered:
+            return None
+        return CHECKPOINT_REASONS[header.ckpt_reason - 1]
+
+    def committed(self, step: int) -> None:
+        """Report that checkpoint `step` is committed; it answers any request made so far."""
+        self._answered = self._channel.read_header().ckpt_generation
+        self._writer.set_checkpoint(step, self._answered, self._for_peer)
+        self._for_peer = False
 
     def finish(self) -> None:
         """Mark this rank finished. Idempotent; ignored in a forked child process."""
@@ -151,6 +211,22 @@ class Handle(NoopHandle):
             print(f"supervise: cannot write stack dumps to {path}: {err}", file=sys.stderr)
             return
         faulthandler.register(STACK_SIGNAL, file=self._stacks, all_threads=True, chain=False)
+
+
+def _agree(flag: bool) -> bool:
+    """OR `flag` across ranks when torch.distributed is running; never imports torch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return flag
+    if dist.get_world_size() < 2:
+        return flag
+    torch = sys.modules["torch"]
+    device = "cpu"
+    if dist.get_backend() == "nccl":  # NCCL reduces device tensors only
+        device = f"cuda:{torch.cuda.current_device()}"
+    vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
 
 
 _attached: tuple[int, NoopHandle] | None = None  # (pid that attached, its handle)

@@ -157,6 +157,7 @@ class CheckpointCommitted:
     step: int
     generation: int
     at: float
+    for_peer: bool = False  # it answered another rank's request: this trainer leaves too
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,12 @@ class KillTree:
 class RequestCheckpoint:
     """Ask training, through the channel, to checkpoint before `deadline` (monotonic).
 
-    `reason` is one of `CHECKPOINT_REASONS`; `generation` numbers the requests of a run.
+    `reason` is one of `channel.CHECKPOINT_REASONS`; `generation` numbers a run's requests.
     """
 
     reason: str
     deadline: float
     generation: int = 1
-
-
-# The reasons a checkpoint is taken; the channel carries the index, the manifest the name.
-CHECKPOINT_REASONS: tuple[str, ...] = ("periodic", "degraded", "preempted", "requested", "final")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from supervisor.channel import Channel, Header, SlotState
+from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
 from supervisor.events import (
-    CHECKPOINT_REASONS,
     Attached,
     CheckpointCommitted,
     Report,
@@ -95,4 +94,8 @@ class HandshakeWatcher:
             for slot in running:
                 if slot.ckpt_step > reported:
                     reported = slot.ckpt_step
-                    report(CheckpointCommitted(slot.ckpt_step, slot.ckpt_ack, now()))
+                    report(
+                        CheckpointCommitted(
+                            slot.ckpt_step, slot.ckpt_ack, now(), for_peer=slot.ckpt_for_peer
+                        )
+                    )

@@ -179,6 +179,21 @@ def _committed(config: Config, state: State, event: CheckpointCommitted) -> Resu
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, True)))
         state, stop = _stop(state, event.at, config.shutdown_timeout, "checkpoint committed")
         actions += stop
+    elif event.for_peer and state.phase is Phase.RUNNING:
+        # Another node's pod is leaving and every rank saved with it. This trainer leaves
+        # too; its pod must be replaced with the others (Ignore), not marked Succeeded.
+        left = Finding(
+            "checkpoint",
+            "peer_preempted",
+            f"Another rank's pod was told to leave; every rank committed step {event.step} "
+            "together and this one stopped with them.",
+            ExitCode.PREEMPTED,
+            Urgency.STOP,
+            {"step": event.step},
+        )
+        state = replace(state, findings=(*state.findings, left))
+        state, stop = _stop(state, event.at, config.shutdown_timeout, left.summary)
+        actions += stop
     return state, actions
 
 

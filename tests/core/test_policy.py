@@ -355,3 +355,18 @@ def test_a_stop_signal_during_backoff_exits_preempted_at_once() -> None:
     assert run.state.phase is Phase.BACKOFF
     run.state, actions = policy.step(RESTARTING, run.state, SignalReceived(signal.SIGTERM, 0.1))
     assert isinstance(actions[-1], Exit) and actions[-1].code is ExitCode.PREEMPTED
+
+
+def test_a_commit_made_for_a_peer_stops_this_node_as_preempted() -> None:
+    run = attached()
+    actions = run.send(lambda at: CheckpointCommitted(30, 0, at, for_peer=True))
+    assert actions == [SignalChild(signal.SIGTERM)]
+    run.send(ChildExited, ChildStatus(exit_status=0))  # the trainer left after saving
+    assert run.exit.code is ExitCode.PREEMPTED
+    assert "step 30" in run.exit.reason
+
+
+def test_a_periodic_commit_changes_nothing_but_the_evidence() -> None:
+    run = attached()
+    assert run.send(CheckpointCommitted, 30, 0) == []
+    assert run.state.phase is Phase.RUNNING and run.state.committed_step == 30
