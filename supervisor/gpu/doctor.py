@@ -90,7 +90,7 @@ def diagnose(options: GpuOptions, samples: int = 1, interval: float = 1.0) -> Di
     # One reading cannot show a streak: a HW clock-event bit counts when seen in every sample.
     polls = min(rules.thresholds.throttle_polls, samples)
     rules = replace(rules, thresholds=replace(rules.thresholds, throttle_polls=polls))
-    nvml, gpus, early, why = open_gpus(options)
+    nvml, gpus, early, why = open_gpus(options, rules)
     if nvml is None and not early:
         if options.require_gpus:
             raise ConfigError(f"--require-gpus: {why}; run on a GPU node with the NVIDIA driver")

@@ -40,7 +40,14 @@ from supervisor.gpu.catalog import (
     unreachable_finding,
     xid_finding,
 )
-from supervisor.gpu.nvml import DEFAULT_CALL_TIMEOUT, CallTimedOut, DeviceEvent, Nvml, open_nvml
+from supervisor.gpu.nvml import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_INIT_TIMEOUT,
+    CallTimedOut,
+    DeviceEvent,
+    Nvml,
+    open_nvml,
+)
 
 DEFAULT_POLL_INTERVAL = 2.0
 EVENT_WAIT_MS = 500  # how long one nvmlEventSetWait_v2 blocks; bounds how late stop() is
@@ -55,11 +62,13 @@ class GpuOptions:
     config: str | None = None  # --gpu-config FILE (JSON: class overrides, thresholds)
     require_gpus: bool = False  # --require-gpus: no NVML is a CONFIG_ERROR
     call_timeout: float = DEFAULT_CALL_TIMEOUT  # --nvml-timeout: seconds one NVML query may take
+    init_timeout: float = DEFAULT_INIT_TIMEOUT  # nvmlInit takes seconds without persistence mode
 
     def __post_init__(self) -> None:
         for flag, value in (
             ("--gpu-poll-interval", self.poll_interval),
             ("--nvml-timeout", self.call_timeout),
+            ("the NVML init timeout", self.init_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{flag} must be a number of seconds, got {value!r}")
@@ -84,7 +93,9 @@ def load_rules(path: str | None) -> Rules:
     return Rules.from_mapping(data, f"--gpu-config {path}")
 
 
-def open_gpus(options: GpuOptions) -> tuple[Nvml | None, list[Gpu], list[Finding], str]:
+def open_gpus(
+    options: GpuOptions, rules: Rules
+) -> tuple[Nvml | None, list[Gpu], list[Finding], str]:
     """Open NVML (real or fake) and resolve the pod's GPUs.
 
     Returns (nvml, gpus, findings already known, why there is no NVML). A hang while opening
@@ -96,9 +107,10 @@ def open_gpus(options: GpuOptions) -> tuple[Nvml | None, list[Gpu], list[Finding
         from supervisor.gpu.fake import load_fake
 
         lib = load_fake(options.fake_gpus)
-    rules = Rules()
     try:
-        nvml, why = open_nvml(lib, call_timeout=options.call_timeout)
+        nvml, why = open_nvml(
+            lib, call_timeout=options.call_timeout, init_timeout=options.init_timeout
+        )
         if nvml is None:
             return None, [], [], why
         try:
@@ -136,7 +148,7 @@ def build_gpu_watchdog(options: GpuOptions, log: Callable[[str], None]) -> GpuWa
     Raises `ConfigError` for bad options or files, and for no NVML with `require_gpus`.
     """
     rules = load_rules(options.config)
-    nvml, gpus, early, why = open_gpus(options)
+    nvml, gpus, early, why = open_gpus(options, rules)
     if nvml is None and not early:
         if options.require_gpus:
             raise ConfigError(

@@ -221,3 +221,17 @@ def test_ecc_and_recovery_events_make_the_poll_read_the_evidence_at_once() -> No
         dog.stop()
     assert event.at - t0 < 0.3 + 0.5  # the next scheduled poll was a minute away
     assert event.finding.detail["value"] == 1
+
+
+def test_a_hung_nvml_init_gives_a_watchdog_that_reports_the_failed_device(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.json"
+    scenario.write_text(json.dumps({"gpus": 1, "timeline": [{"at": 0, "hang": "nvmlInit"}]}))
+    started = time.monotonic()
+    dog = build_gpu_watchdog(GpuOptions(fake_gpus=str(scenario), init_timeout=0.3), print)
+    assert time.monotonic() - started < 2.0
+    assert dog is not None  # not "no NVML": a wedged driver is a failed device
+    inbox = Inbox()
+    dog.start(inbox, time.monotonic)
+    finding = inbox.wait_for("nvml_hang", timeout=1).finding
+    dog.stop()
+    assert finding.exit_code is ExitCode.DEVICE_FAILED and finding.detail["call"] == "nvmlInit"
