@@ -140,3 +140,36 @@ def test_a_gpu_config_can_demote_a_fatal_xid(supervise, tmp_path: Path) -> None:
     assert done.returncode == 0
     kinds = [e.get("kind") for e in done.events if e["event"] == "finding"]
     assert "xid" in kinds  # still evidence, no longer a stop
+
+
+ATTACHED_TRAINER = """
+import pathlib, sys, time
+import supervisor
+sup = supervisor.attach()
+out = pathlib.Path(sys.argv[1])
+for step in range(2000):
+    time.sleep(0.01)
+    sup.step(step)
+    if sup.should_checkpoint(step):
+        out.write_text(f"{step} {sup.checkpoint_reason}")
+        sup.committed(step)
+        sys.exit(0)
+sys.exit(3)
+"""
+
+
+def test_a_degraded_gpu_asks_an_attached_trainer_to_checkpoint_then_exits_83(
+    supervise, tmp_path: Path
+) -> None:
+    saved = tmp_path / "saved"
+    trainer = [sys.executable, "-c", ATTACHED_TRAINER, str(saved)]
+    done = supervise("--fake-gpus", str(EXAMPLES / "remap_pending.json"), "--", *trainer, env=FAST)
+    assert done.returncode == 83, (done.termination, done.stderr[-2000:])
+    asked = done.event("checkpoint_requested")
+    assert asked["reason"] == "degraded" and "Xid 63" in asked["why"]
+    step, reason = saved.read_text().split()
+    assert reason == "degraded"
+    evidence = done.termination["evidence"]
+    assert evidence[0]["kind"] == "xid" and evidence[0]["xid"] == 63
+    committed = next(item for item in evidence if item["kind"] == "committed")
+    assert committed["step"] == int(step)
