@@ -150,10 +150,9 @@ out = pathlib.Path(sys.argv[1])
 for step in range(2000):
     time.sleep(0.01)
     sup.step(step)
-    if sup.should_checkpoint(step):
+    if sup.should_checkpoint(step) and not out.exists():
         out.write_text(f"{step} {sup.checkpoint_reason}")
-        sup.committed(step)
-        sys.exit(0)
+        sup.committed(step)  # then train on until supervise stops it (SIGTERM)
 sys.exit(3)
 """
 
