@@ -57,7 +57,7 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Verification:
-    """Deep-check one step (every byte against its CRC32). Torch-free."""
+    """Deep-check one step (every byte against its checksum). Torch-free."""
     return _reader(url, storage_options).verify(step, progress)
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from supervisor.errors import CheckpointError, StorageError
-from supervisor.storage import layout
+from supervisor.storage import checksum, layout
 
 if TYPE_CHECKING:
     from supervisor.storage.store import CheckpointStore
@@ -134,7 +133,7 @@ def save_sharded(
     def commit() -> layout.Manifest:
         try:
             files = [
-                layout.FileEntry(path, size, _crc(storage, f"{directory}/{path}"))
+                layout.FileEntry(path, size, _digest(storage, f"{directory}/{path}"))
                 for path, size in sorted(storage.sizes(directory).items())
             ]
             manifest = layout.Manifest(
@@ -201,12 +200,12 @@ def _all_ok(ok: bool) -> bool:
     return flag.item() == 0
 
 
-def _crc(storage: Any, path: str) -> int:
-    crc = 0
+def _digest(storage: Any, path: str) -> str:
+    digest = checksum.new()
     with storage.guard(f"reading {path}"), storage.open_read(path) as stream:
         while chunk := stream.read(8 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return crc
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _writer(storage: Any, path: str) -> Any:

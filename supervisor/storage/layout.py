@@ -3,7 +3,7 @@
 Plain data and parsing, no I/O. Under one root URL:
 
     root/step_000000000012/COMMITTED                 marker, written last, create-only
-    root/step_000000000012/<attempt>/manifest.json   files with sizes and CRC32s, reason, ...
+    root/step_000000000012/<attempt>/manifest.json   files with sizes and checksums, reason, ...
     root/step_000000000012/<attempt>/state.json      the JSON skeleton of the state
     root/step_000000000012/<attempt>/tensors-00000.safetensors
     root/step_000000000012.tmp-<attempt>/            local filesystems only: staging, renamed
@@ -86,7 +86,7 @@ class FileEntry:
 
     path: str
     size: int
-    crc32: int
+    xxh3: str  # checksum.ALGORITHM hex digest
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ class Manifest:
 
     def same_content(self, other: Manifest) -> bool:
         """Identical data: same kind and the same files, sizes and checksums."""
-        mine = sorted((f.path, f.size, f.crc32) for f in self.files)
-        theirs = sorted((f.path, f.size, f.crc32) for f in other.files)
+        mine = sorted((f.path, f.size, f.xxh3) for f in self.files)
+        theirs = sorted((f.path, f.size, f.xxh3) for f in other.files)
         return self.kind == other.kind and mine == theirs
 
     def to_json(self) -> bytes:
@@ -131,7 +131,7 @@ class Manifest:
                     f"format version {body.get('version')}, this supervise reads {FORMAT_VERSION}"
                 )
             files = tuple(
-                FileEntry(f["path"], int(f["size"]), int(f["crc32"])) for f in body["files"]
+                FileEntry(f["path"], int(f["size"]), str(f["xxh3"])) for f in body["files"]
             )
             return cls(
                 step=int(body["step"]),

@@ -10,18 +10,17 @@ imports neither torch nor numpy. All calls block on storage I/O in the calling t
 - `latest()` is the newest step whose marker and manifest check out and whose files all
   exist with the recorded sizes (one listing per step tried). It never trusts names or
   modification times (the Lightning failure in reference/checkpoint.md).
-- `verify(step)` additionally reads every byte and compares CRC32s.
+- `verify(step)` additionally reads every byte and compares checksums (XXH3-128).
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from supervisor.errors import CheckpointError
-from supervisor.storage import layout
+from supervisor.storage import checksum, layout
 from supervisor.storage.backend import Storage
 
 VERIFY_CHUNK = 8 << 20
@@ -118,17 +117,17 @@ class Reader:
         total = manifest.total_bytes
         base = self.attempt_dir(manifest)
         for entry in manifest.files:
-            crc, size = 0, 0
+            digest, size = checksum.new(), 0
             with (
                 self.storage.guard(f"reading {entry.path}"),
                 self.storage.open_read(f"{base}/{entry.path}") as stream,
             ):
                 while chunk := stream.read(VERIFY_CHUNK):
-                    crc = zlib.crc32(chunk, crc)
+                    digest.update(chunk)
                     size += len(chunk)
                     result.bytes_checked += len(chunk)
                     if progress:
                         progress(result.bytes_checked, total)
-            if size != entry.size or crc != entry.crc32:
+            if size != entry.size or digest.hexdigest() != entry.xxh3:
                 result.problems.append(f"{entry.path}: checksum mismatch (the file is corrupt)")
         return result

@@ -8,7 +8,7 @@ Guarantees (the commit protocol is in `backend`, the layout in `layout`):
   on object stores without a create-only put, two concurrent writers of one step (see
   `backend`).
 - A committed step is never overwritten: saving an existing step again succeeds only if the
-  content is identical (same files, sizes and CRC32s) and raises `CheckpointError`
+  content is identical (same files, sizes and checksums) and raises `CheckpointError`
   otherwise. The losing attempt's files are removed; the committed ones are untouched.
 - Retention deletes only committed steps, only right after a newer step was committed, and
   never the newest two (see `retention`). Deleting invalidates a step before removing bytes.
@@ -36,14 +36,13 @@ import os
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.errors import CheckpointError, StorageError
-from supervisor.storage import codec, layout, tensorfile
+from supervisor.storage import checksum, codec, layout, tensorfile
 from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader, Verification
 from supervisor.storage.retention import Retention, to_delete
@@ -51,6 +50,7 @@ from supervisor.storage.retention import Retention, to_delete
 ENV_DIR = "SUPERVISE_CHECKPOINT_DIR"
 DEFAULT_DIR = "checkpoints"
 DEFAULT_SHARD_BYTES = 256 << 20
+_WORKER = "supervise-ckpt"
 
 
 @dataclass
@@ -113,6 +113,7 @@ class CheckpointStore:
         self.reader = Reader(self.storage)
         self.writers = writers or (1 if self.storage.local else 8)
         self._pool: ThreadPoolExecutor | None = None
+        self._housekeeping: Future[None] | None = None
         self._inflight: Future[layout.Manifest] | None = None
         self._unreported: Future[layout.Manifest] | None = None
         self._slab: Any = None
@@ -131,11 +132,13 @@ class CheckpointStore:
 
     def steps(self) -> list[int]:
         """Committed steps, oldest first."""
+        self._tidy()
         self._raise_pending()
         return self.reader.steps()
 
     def latest(self) -> int | None:
         """The newest committed step whose manifest and files check out, or None."""
+        self._tidy()
         self._raise_pending()
         return self.reader.latest()
 
@@ -182,9 +185,7 @@ class CheckpointStore:
         returns, the caller may modify `state` freely."""
         self._settle()
         prepared = self._prepare(step, state, metadata, reason, snapshot=True)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="supervise-ckpt")
-        future = self._pool.submit(self._commit, prepared)
+        future = self._worker().submit(self._commit, prepared)
         self._inflight = future
         return SaveHandle(step, future, self)
 
@@ -204,7 +205,21 @@ class CheckpointStore:
                 self._pool = None
             self._slab = None
 
+    def _worker(self) -> ThreadPoolExecutor:
+        """The one background thread: async writes and retention, in submission order."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=_WORKER)
+        return self._pool
+
+    def _tidy(self) -> None:
+        """Wait for retention still running after the last save, so reads see its result."""
+        housekeeping, self._housekeeping = self._housekeeping, None
+        if housekeeping is not None:
+            housekeeping.result()  # never raises: retention only warns
+
     def _settle(self) -> None:
+        """Wait for background work; remember a failed save to raise it."""
+        self._tidy()
         future = self._inflight
         if future is not None:
             with contextlib.suppress(BaseException):  # inspected just below
@@ -269,14 +284,14 @@ class CheckpointStore:
             where = f"{base}/{entry.path}"
             if entry.path.endswith(".safetensors"):
                 with self.storage.guard(f"reading {where}"), self.storage.open_read(where) as f:
-                    found, crc, size = tensorfile.read_file(f, where)
-                _check(entry, crc, size, where)
+                    found, digest, size = tensorfile.read_file(f, where)
+                _check(entry, digest, size, where)
                 tensors.update(found)
                 return
             raw = self.storage.read(where)
             if raw is None:
                 raise CheckpointError(f"{where} is missing; step {step} is corrupt")
-            _check(entry, zlib.crc32(raw), len(raw), where)
+            _check(entry, checksum.of(raw), len(raw), where)
             if entry.path == layout.SKELETON:
                 skeleton = json.loads(raw)
             elif entry.path == layout.PICKLES:
@@ -298,7 +313,7 @@ class CheckpointStore:
 
     def prune(self, keep_last: int | None = None, keep_every: int | None = None) -> list[int]:
         """Delete committed steps that retention lets go, then leftovers; returns deleted."""
-        self._raise_pending()
+        self._settle()
         retention = (
             self.retention
             if keep_last is None and keep_every is None
@@ -453,11 +468,20 @@ class CheckpointStore:
         return manifest
 
     def _after_commit(self) -> None:
+        """Retention and cleanup, off the caller's critical path: deleting a large old step
+        takes as long as a good part of a save. Runs on the worker thread; the next save
+        (or close) waits for it, so it never overlaps another save."""
+        if threading.current_thread().name.startswith(_WORKER):
+            self._retire()
+        else:
+            self._housekeeping = self._worker().submit(self._retire)
+
+    def _retire(self) -> None:
         try:
             for step in to_delete(self.reader.steps(), self.retention):
                 self.storage.trash(step)
             self.cleanup()
-        except StorageError as err:
+        except (StorageError, CheckpointError) as err:
             # The new step is committed; failing to delete old ones must not fail the save.
             warnings.warn(f"checkpoint retention: {err}", stacklevel=3)
 
@@ -468,7 +492,7 @@ class CheckpointStore:
         entries = []
         for name, data in small:
             self.storage.put(f"{directory}/{name}", data)
-            entries.append(layout.FileEntry(name, len(data), zlib.crc32(data)))
+            entries.append(layout.FileEntry(name, len(data), checksum.of(data)))
 
         def write(job: tuple[tensorfile.Plan, list[memoryview]]) -> layout.FileEntry:
             plan, bodies = job
@@ -476,11 +500,11 @@ class CheckpointStore:
             sink = self.storage.sink(path)
             with self.storage.guard(f"writing {path}"):
                 try:
-                    crc = tensorfile.write_file(sink, plan, bodies)
+                    digest = tensorfile.write_file(sink, plan, bodies)
                 except BaseException:
                     sink.discard()
                     raise
-            return layout.FileEntry(plan.name, plan.size, crc)
+            return layout.FileEntry(plan.name, plan.size, digest)
 
         entries.extend(
             self._parallel(write, list(zip(prepared.plans, prepared.bodies, strict=True)))
@@ -511,6 +535,6 @@ def _direct(tensors: list[Any], plans: list[tensorfile.Plan]) -> tuple[list, lis
     return bodies, keepalive
 
 
-def _check(entry: layout.FileEntry, crc: int, size: int, where: str) -> None:
-    if size != entry.size or crc != entry.crc32:
+def _check(entry: layout.FileEntry, digest: str, size: int, where: str) -> None:
+    if size != entry.size or digest != entry.xxh3:
         raise CheckpointError(f"{where} fails its checksum; the step is corrupt")

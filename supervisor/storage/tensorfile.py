@@ -1,4 +1,4 @@
-"""Tensor files in the safetensors layout, written and read with a CRC32 computed alongside.
+"""Tensor files in the safetensors layout, written and read with their checksum computed inline.
 
 Layout (huggingface/safetensors README): 8-byte little-endian header length, a JSON header
 `{key: {"dtype", "shape", "data_offsets": [begin, end]}}` padded with spaces to a multiple
@@ -6,11 +6,11 @@ of 8, then one hole-free byte buffer. Tensors are ordered by element size, large
 so every tensor starts at an offset that is a multiple of its own element size without any
 padding; a `safetensors` reader can open our files as they are.
 
-Threads: `write_file` and `read_file` run on the caller's thread and use one short-lived
-helper thread for the CRC. zlib.crc32 releases the GIL on large buffers, so checksumming
-overlaps the write or read instead of adding to it. Memory handed to `write_file` must stay
-unchanged until it returns (the sync save writes straight from the caller's tensors; the
-async save from its own snapshot).
+Threads: `write_file` and `read_file` run on the caller's thread plus one short-lived helper
+that hashes chunks in order (XXH3 releases the GIL), so hashing chunk i overlaps the copy of
+chunk i+1 instead of adding to it. Memory handed to `write_file` must stay unchanged until
+it returns (the sync save writes straight from the caller's tensors; the async save from its
+own snapshot).
 
 torch is imported inside the functions that make or read tensors, never at import time.
 """
@@ -20,13 +20,13 @@ from __future__ import annotations
 import ctypes
 import json
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from supervisor.errors import CheckpointError
+from supervisor.storage import checksum
 
 CHUNK = 16 << 20  # large enough that per-chunk overhead vanishes, small enough to pipeline
 
@@ -136,54 +136,44 @@ def chunks(view: memoryview, size: int = CHUNK) -> Iterator[memoryview]:
         yield view[start : start + size]
 
 
-class _Crc:
-    """CRC32 of a byte stream, computed in order on one helper thread."""
+class _Digest:
+    """A checksum fed chunk by chunk, hashed in order on one helper thread."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="supervise-crc")
-        self._crc = 0
+        self._digest = checksum.new()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="supervise-hash")
         self._last: Future[None] | None = None
 
-    def _update(self, data: memoryview) -> None:
-        self._crc = zlib.crc32(data, self._crc)
+    def update(self, data: memoryview | bytes) -> None:
+        self._last = self._pool.submit(self._digest.update, data)
 
-    def feed(self, data: memoryview) -> None:
-        if len(data) < (1 << 16):  # not worth a thread hop
-            if self._last is not None:
-                self._last.result()
-            self._update(data)
-        else:
-            self._last = self._pool.submit(self._update, data)
-
-    def value(self) -> int:
-        self._pool.shutdown(wait=True)
+    def hexdigest(self) -> str:
+        self.close()
         if self._last is not None:
             self._last.result()
-        return self._crc
+        return self._digest.hexdigest()
 
-    def abandon(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
-def write_file(sink: Sink, plan: Plan, bodies: Iterable[memoryview]) -> int:
-    """Stream the header and each tensor's bytes (in plan order) into `sink`; return CRC32.
-
-    Closes the sink on success (which makes the file durable, see the sinks). On error the
-    sink is left for the caller to discard."""
-    crc = _Crc()
+def write_file(sink: Sink, plan: Plan, bodies: Iterable[memoryview]) -> str:
+    """Stream the header and each tensor's bytes (in plan order) into `sink`; return the
+    checksum. Closes the sink on success (which makes the file durable, see the sinks). On
+    error the sink is left for the caller to discard."""
+    digest = _Digest()
     try:
         head = memoryview(plan.header)
-        crc.feed(head)
+        digest.update(head)
         sink.write(head)
         for body in bodies:
             for piece in chunks(body):
-                crc.feed(piece)
+                digest.update(piece)
                 sink.write(piece)
         sink.close()
-        return crc.value()
-    except BaseException:
-        crc.abandon()
-        raise
+        return digest.hexdigest()
+    finally:
+        digest.close()
 
 
 def read_header(stream: BinaryIO, where: str) -> tuple[int, dict[str, Any], bytes]:
@@ -205,17 +195,15 @@ def read_header(stream: BinaryIO, where: str) -> tuple[int, dict[str, Any], byte
 
 def read_file(
     stream: BinaryIO, where: str, progress: Callable[[int], None] | None = None
-) -> tuple[dict[int, Any], int, int]:
-    """Read every tensor of one file into its own CPU storage; return (tensors, crc, size).
-
-    The caller compares crc and size with the manifest before using the tensors."""
+) -> tuple[dict[int, Any], str, int]:
+    """Read every tensor of one file into its own CPU storage; return (tensors, checksum,
+    size). The caller compares both with the manifest before using the tensors."""
     import torch
 
     _, header, head_bytes = read_header(stream, where)
-    crc = _Crc()
+    digest = _Digest()
     try:
-        crc.feed(memoryview(head_bytes))
-        size = len(head_bytes)
+        digest.update(head_bytes)
         entries = sorted(
             ((k, v) for k, v in header.items() if k != "__metadata__"),
             key=lambda kv: kv[1]["data_offsets"][0],
@@ -226,27 +214,24 @@ def read_file(
             begin, end = info["data_offsets"]
             if begin != position or end < begin or info["dtype"] not in TORCH_DTYPES:
                 raise CheckpointError(f"{where}: tensor {key} has a bad layout")
-            dtype = getattr(torch, TORCH_DTYPES[info["dtype"]])
-            tensor = torch.empty(info["shape"], dtype=dtype)
+            tensor = torch.empty(info["shape"], dtype=getattr(torch, TORCH_DTYPES[info["dtype"]]))
             view = tensor_memory(tensor)
             if len(view) != end - begin:
                 raise CheckpointError(f"{where}: tensor {key} size does not match its shape")
             for piece in chunks(view):
                 got = stream.readinto(piece)
-                while got and got < len(piece):  # short reads happen on pipes and some fs
+                while got and got < len(piece):  # short reads happen on some filesystems
                     more = stream.readinto(piece[got:])
                     if not more:
                         break
                     got += more
                 if got != len(piece):
                     raise CheckpointError(f"{where}: truncated in tensor {key}")
-                crc.feed(piece)
+                digest.update(piece)
                 if progress:
                     progress(len(piece))
             out[int(key)] = tensor
             position = end
-        size += position
-        return out, crc.value(), size
-    except BaseException:
-        crc.abandon()
-        raise
+        return out, digest.hexdigest(), len(head_bytes) + position
+    finally:
+        digest.close()

@@ -128,6 +128,7 @@ def test_s3_going_away_mid_run_keeps_the_previous_step() -> None:
     options = s3.options(config_kwargs={"retries": {"max_attempts": 1}})
     store = CheckpointStore(f"s3://{s3.bucket()}/run", storage_options=options)
     store.save(1, {"w": torch.full((100,), 1.0)})
+    assert store.steps() == [1]  # and retention after the save has run
     server.stop()
     start = time.monotonic()
     with pytest.raises(StorageError, match="Could not connect"):
