@@ -77,7 +77,7 @@ def test_a_fatal_xid_is_reported_once_with_its_evidence_soon_after_it_happens() 
         time.sleep(0.3)
     finally:
         dog.stop()
-    assert 0.3 <= event.at - t0 < 0.3 + 0.25  # the fake really waited; the adapter did not
+    assert 0.3 <= event.at - t0 < 0.3 + 0.6  # the fake really waited; the adapter did not
     assert inbox.kinds().count("xid") == 1  # the repeat is the same evidence
     finding = event.finding
     assert finding.exit_code is ExitCode.DEVICE_FAILED and finding.urgency is Urgency.STOP
