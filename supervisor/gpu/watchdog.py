@@ -16,8 +16,9 @@ runs unwatched. With `require_gpus` that case raises `ConfigError` instead.
 * A hung NVML call (bounded by `nvml.CallTimedOut`) is reported as DEVICE_FAILED and ends the
   thread that made it: nothing waits on it, and supervise carries on to stop the run.
 * An unexpected error in a thread is reported as a NOTE finding, never swallowed silently.
-* `stop` returns within a second and is safe to call twice; NVML is shut down when no call
-  is hung.
+* `stop` returns at once (it does not wait out an event wait) and is safe to call twice;
+  NVML is shut down from a daemon thread once both threads are out of it, never while a
+  call is hung.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class GpuWatchdog:
         self._threads: list[threading.Thread] = []
         self._report: Report | None = None
         self._clock: Callable[[], float] | None = None
-        self.polls = 0  # completed poll rounds (tests and the bench read it)
+        self.polls = 0  # completed poll rounds (tests read it)
 
     # ---------------------------------------------------------------- protocol
 
