@@ -65,6 +65,9 @@ def tensors_of(obj) -> list[torch.Tensor]:
     return []
 
 
+FRESH = {"torch": "torch.pt", "raw": "raw.bin"}  # the file each side writes
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -104,7 +107,7 @@ def main() -> None:
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
     root = Path(tempfile.mkdtemp(prefix="bench-ckpt-", dir=args.dir))
     times: dict[str, list[float]] = {
-        k: [] for k in ("ours", "torch", "raw", "stall", "load", "torch_load")
+        k: [] for k in ("ours", "torch", "raw", "stall", "load", "torch_load", "torch_mmap")
     }
     try:
         store = CheckpointStore(root / "store", keep_last=2)
@@ -121,8 +124,13 @@ def main() -> None:
             ]
             jobs = jobs[r % 3 :] + jobs[: r % 3]
             for name, job in jobs:
+                # Every side writes a fresh file: truncating or deleting the previous one
+                # (our retention runs in the background) is kept out of every timer.
+                (root / FRESH.get(name, "-")).unlink(missing_ok=True)
+                store.wait()
                 os.sync()
                 times[name].append(timed(job))
+            store.wait()
             os.sync()
             times["stall"].append(timed(lambda s=step: store.save_async(s + 1, state)))
             store.wait()
@@ -131,8 +139,10 @@ def main() -> None:
             loads = [
                 ("load", lambda s=step: store.load(s)),
                 ("torch_load", lambda: torch.load(root / "torch.pt", weights_only=True)),
+                ("torch_mmap", lambda: torch.load(root / "torch.pt", weights_only=True, mmap=True)),
             ]
             for name, job in loads if r % 2 == 0 else loads[::-1]:
+                os.sync()
                 times[name].append(timed(job))
         store.close()
     finally:
@@ -152,6 +162,7 @@ def main() -> None:
         ("stall", "save_async stall"),
         ("load", "CheckpointStore.load"),
         ("torch_load", "torch.load"),
+        ("torch_mmap", "torch.load(mmap=True)"),
     ]:
         print(f"  {label:<22} {med[name]:7.3f} s  {gib / med[name]:6.2f} GiB/s")
     print(f"  first save_async stall (allocates its buffer): {first_stall:.3f} s")

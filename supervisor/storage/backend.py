@@ -4,8 +4,9 @@ This is the only module (with its package) that imports fsspec. Two strategies, 
 rule (a step exists iff `step_N/COMMITTED` exists and pins its manifest by hash):
 
 - Local filesystems (`file://` or a plain path) stage a whole step in
-  `step_N.tmp-<attempt>/`, fsync every file, write `COMMITTED` there with O_EXCL, fsync the
-  staging directories, `rename` the staging directory to `step_N`, and fsync the root.
+  `step_N.tmp-<attempt>/`, write `COMMITTED` there with O_EXCL, fsync every file and
+  directory of the staging tree (concurrently, so they share journal commits), `rename` the
+  staging directory to `step_N`, and fsync the root.
   rename(2) onto a non-empty directory fails with ENOTEMPTY/EEXIST, so a committed step is
   never replaced. Failure windows: none for readers (the step appears whole or not at all);
   a crash leaves a staging directory that `cleanup` removes.
@@ -29,6 +30,7 @@ import errno
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import fsspec
@@ -56,7 +58,8 @@ def storage_error(url: str, what: str, err: BaseException) -> StorageError:
 
 
 class LocalSink:
-    """A new local file: O_EXCL create, write, fsync on close."""
+    """A new local file: O_EXCL create and write. Not yet durable: the local commit fsyncs
+    every file of the attempt at once (see `_commit_local`)."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -67,11 +70,8 @@ class LocalSink:
             data = data[written:]
 
     def close(self) -> None:
-        try:
-            os.fsync(self.fd)
-        finally:
-            os.close(self.fd)
-            self.fd = -1
+        fd, self.fd = self.fd, -1
+        os.close(fd)
 
     def discard(self) -> None:
         if self.fd >= 0:
@@ -234,8 +234,7 @@ class Storage:
         final = self.path(layout.step_dirname(step))
         with self.guard(f"committing {final}"):
             self.put(f"{staging}/{layout.MARKER}", marker)
-            _fsync_dir(f"{staging}/{attempt}")
-            _fsync_dir(staging)
+            _fsync_tree(staging)
             try:
                 os.rename(staging, final)
             except OSError as err:
@@ -277,6 +276,27 @@ class Storage:
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _fsync_tree(root: str) -> None:
+    """fsync every file and directory under `root`, concurrently.
+
+    One fsync per file as each is closed costs a journal commit each on ext4/xfs; issued
+    together they share commits, which on a small checkpoint is most of the save."""
+    paths = []
+    for directory, _, files in os.walk(root):
+        paths.append(directory)
+        paths.extend(os.path.join(directory, name) for name in files)
+    with ThreadPoolExecutor(min(8, len(paths))) as pool:
+        list(pool.map(_fsync_path, paths))
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:

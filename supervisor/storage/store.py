@@ -282,6 +282,12 @@ class CheckpointStore:
         def read(entry: layout.FileEntry) -> None:
             nonlocal skeleton, pickles
             where = f"{base}/{entry.path}"
+            if entry.path.endswith(".safetensors") and self.storage.local:
+                with self.storage.guard(f"reading {where}"):
+                    found, digest, size = tensorfile.map_file(where, where)
+                _check(entry, digest, size, where)
+                tensors.update(found)
+                return
             if entry.path.endswith(".safetensors"):
                 with self.storage.guard(f"reading {where}"), self.storage.open_read(where) as f:
                     found, digest, size = tensorfile.read_file(f, where)
@@ -299,7 +305,17 @@ class CheckpointStore:
 
                 pickles = torch.load(io.BytesIO(raw), weights_only=True)
 
-        self._parallel(read, manifest.files)
+        def read_or_corrupt(entry: layout.FileEntry) -> None:
+            try:
+                read(entry)
+            except StorageError as err:
+                if isinstance(err.__cause__, FileNotFoundError):
+                    raise CheckpointError(
+                        f"{base}/{entry.path} is missing; step {step} is corrupt"
+                    ) from err
+                raise
+
+        self._parallel(read_or_corrupt, manifest.files)
         if len(tensors) != manifest.tensor_count:
             raise CheckpointError(
                 f"step {step}: {len(tensors)} tensors, manifest says {manifest.tensor_count}"

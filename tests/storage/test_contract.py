@@ -157,6 +157,8 @@ def test_latest_skips_a_step_with_a_missing_file(backend: Backend) -> None:
     store.storage.fs.rm_file(f"{store.reader.attempt_dir(manifest)}/tensors-00000.safetensors")
     assert store.latest() == 1
     assert not store.verify(2).ok
+    with pytest.warns(UserWarning, match="is missing; step 2 is corrupt"):
+        assert store.load()["w"].equal(torch.ones(2))
 
 
 def test_async_save_snapshots_state_before_returning(backend: Backend) -> None:
