@@ -29,6 +29,7 @@ from supervisor.channel import (
     Channel,
 )
 from supervisor.classify import worker_error_finding
+from supervisor.errors import SuperviseError
 from supervisor.events import Finding, Watchdog
 from supervisor.exitcodes import ExitCode
 from supervisor.handshake import HandshakeWatcher, publish_attempt, publish_request
@@ -98,9 +99,19 @@ class Session:
             )
         ]
 
+    resume_step: int | None = None
+
     def attempt_env(self, attempt: int) -> dict[str, str]:
-        """What attempt `attempt` (0 first) is told: its restart count and where to resume."""
-        step = self.resume() if self.resume is not None else None
+        """What attempt `attempt` (0 first) is told: its restart count and where to resume.
+
+        The first attempt's step was resolved by `open_session`, which raised if storage
+        could not be read. A restart looks again, since the failed attempt may have
+        committed newer steps; if storage fails now, the previous answer stands.
+        """
+        if attempt > 0 and self.resume is not None:
+            with contextlib.suppress(SuperviseError, OSError, ValueError):
+                self.resume_step = self.resume()
+        step = self.resume_step
         publish_attempt(self.channel, step, attempt)
         env = {ENV_RESTART_COUNT: str(attempt)}
         if step is not None:
@@ -159,6 +170,8 @@ def open_session(
     )
     hang = HangWatchdog(channel, hang_options, calibration, collect_stacks=collect)
     session = Session(run_dir, channel, Hooks(), hang, calibration_path, notes, resume)
+    if resume is not None:
+        session.resume_step = resume()  # StorageError: INFRA_FAILED before anything starts
 
     def attempt_watchdogs() -> list[Watchdog]:
         # A fresh heartbeat watchdog per attempt, carrying what the last one learnt.

@@ -7,23 +7,14 @@ scenario fake; the termination message must carry the documented class and the e
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SUPERVISE
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "faults"
 SCENARIOS = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".json", ".yaml"))
-
-_HELP = subprocess.run([SUPERVISE, "--help"], capture_output=True, text=True).stdout
-pytestmark = pytest.mark.skipif(
-    "--fake-gpus" not in _HELP,
-    reason="the run command does not take --fake-gpus yet (the lead wires build_gpu_watchdog)",
-)
 
 # Fails with TRAINING_FAILED if the fault is missed: supervise must stop it first.
 TRAINER = [sys.executable, "-c", "import sys, time; time.sleep(10); sys.exit(3)"]
