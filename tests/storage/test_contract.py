@@ -166,8 +166,9 @@ def test_async_save_snapshots_state_before_returning(backend: Backend) -> None:
     weights = torch.zeros(1000)
     handle = store.save_async(1, {"w": weights, "n": [1]})
     weights.add_(1)  # the caller keeps training at once (pytorch #144657)
-    assert handle.wait().step == 1
     handle2 = store.save_async(2, {"w": weights})
+    assert handle.done()  # at most one save in flight: the second waited for the first
+    assert handle.wait().step == 1
     store.close()
     assert handle2.done()
     assert store.load(1)["w"].sum().item() == 0
@@ -196,3 +197,38 @@ def test_large_state_spans_several_files_and_verifies(backend: Backend) -> None:
     seen = []
     assert store.verify(1, progress=lambda done, total: seen.append((done, total))).ok
     assert seen[-1][0] == seen[-1][1] == manifest.total_bytes
+
+
+def test_async_saves_reuse_one_snapshot_buffer(tmp_path) -> None:
+    """Memory stays bounded: one host copy of the state, reused by every async save."""
+    store = Backend("local", str(tmp_path / "ckpt")).store()
+    state = {"w": torch.randn(1 << 16), "b": torch.randn(10)}
+    store.save_async(1, state).wait()
+    buffer = store._slab.data_ptr()
+    store.save_async(2, state).wait()
+    assert store._slab.data_ptr() == buffer
+    store.close()
+    assert store._slab is None
+
+
+def test_default_url_comes_from_the_environment(tmp_path, monkeypatch) -> None:
+    from supervisor.storage import CheckpointStore
+
+    monkeypatch.setenv("SUPERVISE_CHECKPOINT_DIR", str(tmp_path / "from-env"))
+    store = CheckpointStore()
+    store.save(1, {"w": torch.ones(1)})
+    assert (tmp_path / "from-env" / layout.step_dirname(1) / layout.MARKER).exists()
+    monkeypatch.delenv("SUPERVISE_CHECKPOINT_DIR")
+    assert CheckpointStore().url == "checkpoints"
+
+
+def test_bad_step_reason_and_metadata_are_refused(tmp_path) -> None:
+    store = Backend("local", str(tmp_path / "ckpt")).store()
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(CheckpointError, match="non-negative int"):
+            store.save(bad, {})
+    with pytest.raises(CheckpointError, match="periodic, degraded, preempted, final"):
+        store.save(1, {}, reason="whenever")
+    with pytest.raises(CheckpointError, match="JSON"):
+        store.save(1, {}, metadata={"x": object()})
+    assert store.steps() == []
