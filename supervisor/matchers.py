@@ -108,6 +108,21 @@ RULES: tuple[Rule, ...] = (
         "the NCCL communicator was aborted, usually after another rank or link failed",
         "ProcessGroupNCCL.cpp, torch_k8s.md B 'An aborted communicator'",
     ),
+    _rule(
+        "peer_connection_lost",
+        r"Connection (?:closed|reset) by peer",
+        ExitCode.INFRA_FAILED,
+        "a peer's connection dropped: another rank or node went away mid-collective",
+        "gloo transport/tcp/pair.cc error text; measured in "
+        "tests/k8s/test_k8s_launch.py::test_real_peer_loss_reaches_node_zero_as_a_gloo_connection_error",
+    ),
+    _rule(
+        "dist_network_error",
+        r"DistNetworkError",
+        ExitCode.INFRA_FAILED,
+        "torch.distributed could not reach the rendezvous store or a peer",
+        "torch.distributed.DistNetworkError (c10d TCPStore), torch_k8s.md A",
+    ),
     # --- DEVICE_FAILED: CUDA strings that name hardware faults.
     _rule(
         "cuda_uncorrectable_ecc",
@@ -150,6 +165,8 @@ PREFILTER_KEYWORDS: tuple[bytes, ...] = (
     b"ncclRemoteError",
     b"ncclSystemError",
     b"NCCL communicator was aborted",
+    b"by peer",
+    b"DistNetworkError",
     b"uncorrectable ECC error encountered",
     b"uncorrectable NVLink error",
     b"CUDA out of memory",

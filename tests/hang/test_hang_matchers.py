@@ -66,6 +66,20 @@ SAMPLES: list[tuple[str, str, ExitCode]] = [
         ExitCode.INFRA_FAILED,
     ),
     (
+        # what a gloo rank raised when its peer node was stopped mid all_reduce
+        # (tests/k8s/test_k8s_launch.py::test_real_peer_loss_reaches_node_zero_...)
+        "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed "
+        "by peer [127.0.0.1]:38427",
+        "peer_connection_lost",
+        ExitCode.INFRA_FAILED,
+    ),
+    (
+        "torch.distributed.DistNetworkError: The client socket has timed out after 60000ms "
+        "while trying to connect to (trainer-0.trainer, 29500).",
+        "dist_network_error",
+        ExitCode.INFRA_FAILED,
+    ),
+    (
         "RuntimeError: CUDA error: uncorrectable ECC error encountered",
         "cuda_uncorrectable_ecc",
         ExitCode.DEVICE_FAILED,
