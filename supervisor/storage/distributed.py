@@ -46,6 +46,11 @@ def world_size() -> int:
     return 1
 
 
+def rank() -> int:
+    dist = _dist()
+    return dist.get_rank() if dist is not None else 0
+
+
 def _gloo_group() -> Any:
     global _GROUP
     dist = _dist()

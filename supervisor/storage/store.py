@@ -24,7 +24,11 @@ the store, and by `close()`. A store is meant for one training thread; call `clo
 use it as a context manager) before the process exits so the last async save finishes.
 
 Files are written one at a time on local disks and `writers` at a time on object stores,
-where parallel uploads pay off.
+where parallel uploads pay off. Retention runs on the background thread after a commit.
+
+Loading checks every file's checksum. Local files are mapped copy-on-write instead of
+copied (see `tensorfile.map_file`): the loaded tensors are private to the caller, and
+writing to them never touches the checkpoint. Other storage is read into fresh tensors.
 """
 
 from __future__ import annotations
@@ -182,8 +186,16 @@ class CheckpointStore:
         """Snapshot `state` to host memory now and write it in the background.
 
         Waits for the previous save first (raising its error if it failed). After this
-        returns, the caller may modify `state` freely."""
+        returns, the caller may modify `state` freely. Under torch.distributed only rank 0
+        snapshots and writes; the other ranks get a handle that is already done (None),
+        since waiting for a background commit would need a collective."""
         self._settle()
+        from supervisor.storage import distributed
+
+        if distributed.world_size() > 1 and distributed.rank() != 0:
+            done: Future[layout.Manifest] = Future()
+            done.set_result(None)  # type: ignore[arg-type]
+            return SaveHandle(step, done, self)
         prepared = self._prepare(step, state, metadata, reason, snapshot=True)
         future = self._worker().submit(self._commit, prepared)
         self._inflight = future

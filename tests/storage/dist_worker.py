@@ -38,6 +38,13 @@ def main() -> None:
     except CheckpointError as err:
         out["rank0_failure"] = type(err).__name__
 
+    # Async under DDP: only rank 0 writes; after close every rank sees the commit.
+    handle = store.save_async(2, {"model": model.module.state_dict(), "step": 2})
+    out["async_result_is_manifest"] = handle.wait() is not None
+    store.close()
+    dist.barrier()
+    out["latest_after_async"] = store.latest()
+
     # Sharded: each rank owns a shard, DCP writes them, our marker commits.
     shards = {f"shard{rank}": torch.full((1000,), float(rank + 1)), "shared": torch.arange(10.0)}
     save_sharded(store, 3, shards, reason="preempted")

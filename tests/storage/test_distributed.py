@@ -49,9 +49,12 @@ def test_ddp_and_sharded_checkpoints_on_two_gloo_ranks(tmp_path: Path) -> None:
         assert out["rank0_failure"] == "CheckpointError"
         assert out["sharded_step"] == 3 and out["sharded_ok"]
     assert [out["ddp_manifest"] for out in ranks] == [True, False]
+    assert [out["async_result_is_manifest"] for out in ranks] == [True, False]
+    assert [out["latest_after_async"] for out in ranks] == [2, 2]
 
     store = CheckpointStore(url)
-    assert store.steps() == [1, 3]  # step 2 failed on rank 0 and left nothing
+    assert store.steps() == [1, 2, 3]  # the failed first save of step 2 left nothing
+    assert len(store.storage.sizes(store.reader.step_dir(2))) == 4  # one writer: 3 files+marker
     manifest = store.manifest(3)
     assert (manifest.kind, manifest.reason, manifest.world_size) == ("dcp", "preempted", 2)
     names = {f.path for f in manifest.files}
