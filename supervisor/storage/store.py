@@ -267,6 +267,7 @@ class CheckpointStore:
 
         With `step=None`, the newest committed step that loads; a corrupt newer step is
         skipped with a warning. Raises `CheckpointError` when there is none."""
+        self._tidy()  # retention from the last save may still be deleting old steps
         self._raise_pending()
         if step is not None:
             return self._load(layout.check_step(step), map_location)
@@ -375,7 +376,9 @@ class CheckpointStore:
                 removed.append(name)
             elif step is not None and step in committed and not self.storage.local:
                 marker = self.reader.marker(step)
-                for child in self.storage.fs.ls(target, detail=False):
+                with self.storage.guard(f"listing {target}"):
+                    children = self.storage.fs.ls(target, detail=False)
+                for child in children:
                     leaf = child.rstrip("/").rsplit("/", 1)[-1]
                     if marker is not None and leaf not in (layout.MARKER, marker.attempt):
                         self.storage.remove(child)
@@ -509,7 +512,7 @@ class CheckpointStore:
             for step in to_delete(self.reader.steps(), self.retention):
                 self.storage.trash(step)
             self.cleanup()
-        except (StorageError, CheckpointError) as err:
+        except Exception as err:
             # The new step is committed; failing to delete old ones must not fail the save.
             warnings.warn(f"checkpoint retention: {err}", stacklevel=3)
 
