@@ -95,7 +95,10 @@ class SaveHandle:
 
 
 class CheckpointStore:
-    """Atomic, checksummed checkpoints under one fsspec URL (see the module docstring)."""
+    """Atomic, checksummed checkpoints under one fsspec URL (see the module docstring).
+
+    `on_commit(step)` is called after each commit, on the thread that committed (the
+    background thread for `save_async`); an exception from it fails that save."""
 
     def __init__(
         self,
@@ -107,6 +110,7 @@ class CheckpointStore:
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         writers: int | None = None,
         storage_options: dict[str, Any] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         url = os.fspath(url) if url is not None else os.environ.get(ENV_DIR) or DEFAULT_DIR
         self.url = url
@@ -116,6 +120,7 @@ class CheckpointStore:
         self.storage = Storage(url, storage_options)
         self.reader = Reader(self.storage)
         self.writers = writers or (1 if self.storage.local else 8)
+        self.on_commit = on_commit
         self._pool: ThreadPoolExecutor | None = None
         self._housekeeping: Future[None] | None = None
         self._inflight: Future[layout.Manifest] | None = None
@@ -495,6 +500,9 @@ class CheckpointStore:
                 f"step {manifest.step} is already committed under {self.url} with different "
                 "content; committed steps are never overwritten: save under a new step number"
             )
+        if self.on_commit is not None:
+            # E.g. the supervisor handle's `committed(step)`; runs on the committing thread.
+            self.on_commit(manifest.step)
         self._after_commit()
         return manifest
 

@@ -232,3 +232,13 @@ def test_bad_step_reason_and_metadata_are_refused(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="JSON"):
         store.save(1, {}, metadata={"x": object()})
     assert store.steps() == []
+
+
+def test_on_commit_is_told_each_committed_step(tmp_path) -> None:
+    seen: list[int] = []
+    store = Backend("local", str(tmp_path / "ckpt")).store(on_commit=seen.append)
+    store.save(1, {"w": torch.ones(1)})
+    store.save_async(2, {"w": torch.ones(1)}).wait()
+    with pytest.raises(CheckpointError):
+        store.save(2, {"w": torch.zeros(1)})  # refused: not a commit
+    assert seen == [1, 2]
