@@ -35,7 +35,10 @@ MANIFEST = "manifest.json"
 SKELETON = "state.json"
 PICKLES = "objects.pt"
 STEP_DIGITS = 12
-REASONS = ("periodic", "degraded", "preempted", "final")
+# Why a step was saved. The same names as the channel's checkpoint requests
+# (supervisor.channel.CHECKPOINT_REASONS; a test keeps the two equal), so a trainer can pass
+# the reason supervise asked with straight through.
+REASONS = ("periodic", "degraded", "preempted", "requested", "final")
 KINDS = ("state", "dcp")
 
 _STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")

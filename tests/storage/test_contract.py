@@ -227,7 +227,7 @@ def test_bad_step_reason_and_metadata_are_refused(tmp_path) -> None:
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(CheckpointError, match="non-negative int"):
             store.save(bad, {})
-    with pytest.raises(CheckpointError, match="periodic, degraded, preempted, final"):
+    with pytest.raises(CheckpointError, match="periodic, degraded, preempted, requested, final"):
         store.save(1, {}, reason="whenever")
     with pytest.raises(CheckpointError, match="JSON"):
         store.save(1, {}, metadata={"x": object()})
@@ -242,3 +242,9 @@ def test_on_commit_is_told_each_committed_step(tmp_path) -> None:
     with pytest.raises(CheckpointError):
         store.save(2, {"w": torch.zeros(1)})  # refused: not a commit
     assert seen == [1, 2]
+
+
+def test_reasons_match_what_supervise_can_request() -> None:
+    from supervisor.channel import CHECKPOINT_REASONS
+
+    assert set(layout.REASONS) == set(CHECKPOINT_REASONS)
