@@ -2,7 +2,8 @@
 
 Every figure is a ratio of two measurements of the same state in this run, interleaved
 round by round so that noise from other work on the machine hits both sides alike; each
-figure is the median over rounds, after one warm-up round that is not counted:
+figure is the median over rounds (the best of rounds is printed beside it), after one
+warm-up round that is not counted:
 
 * save: `CheckpointStore.save` against `torch.save` + fsync into one file, and against a
   raw `os.write` of the same tensor bytes + fsync (the physical limit of this disk);
@@ -166,16 +167,23 @@ def main() -> None:
     ]:
         print(f"  {label:<22} {med[name]:7.3f} s  {gib / med[name]:6.2f} GiB/s")
     print(f"  first save_async stall (allocates its buffer): {first_stall:.3f} s")
+    # Medians, and bests: on a shared disk another tenant's writeback can triple one
+    # measurement, and the best of N is what the code itself can do.
+    best = {k: min(v) for k, v in times.items()}
     rows = [
-        ("save vs torch.save+fsync", med["torch"] / med["ours"], ">= 1.5x", 1.5, True),
-        ("save vs raw write+fsync", med["raw"] / med["ours"], ">= 0.8x", 0.8, True),
-        ("async stall / sync save", med["stall"] / med["ours"], "<= 0.1x", 0.1, False),
-        ("load vs torch.load", med["torch_load"] / med["load"], ">= 1.0x", 1.0, True),
+        ("save vs torch.save+fsync", "torch", "ours", ">= 1.5x", 1.5, True),
+        ("save vs raw write+fsync", "raw", "ours", ">= 0.8x", 0.8, True),
+        ("async stall / sync save", "stall", "ours", "<= 0.1x", 0.1, False),
+        ("load vs torch.load", "torch_load", "load", ">= 1.0x", 1.0, True),
     ]
-    print("ratios (higher is better for speed-ups):")
-    for label, value, target, bound, higher in rows:
+    print("ratios (median of rounds, best of rounds):")
+    for label, top, bottom, target, bound, higher in rows:
+        value = med[top] / med[bottom]
         met = value >= bound if higher else value <= bound
-        print(f"  {label:<26} {value:6.2f}x  target {target:<8} {'met' if met else 'MISSED'}")
+        print(
+            f"  {label:<26} {value:6.2f}x  best {best[top] / best[bottom]:6.2f}x  "
+            f"target {target:<8} {'met' if met else 'MISSED'} (by the median)"
+        )
 
 
 if __name__ == "__main__":
