@@ -85,7 +85,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sup = supervisor.attach()  # supervise
-    store = supervisor.CheckpointStore()  # supervise: $SUPERVISE_CHECKPOINT_DIR
+    store = supervisor.CheckpointStore(on_commit=sup.committed)  # supervise
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # launched by torchrun: one process per rank, gloo on CPU
         dist.init_process_group("gloo")
@@ -132,7 +132,7 @@ def main() -> int:
             },
             "step": step,
         }
-        store.save(step, state, reason=reason)  # reports the commit to supervise
+        store.save(step, state, reason=reason)  # on every rank; on_commit tells supervise
 
     batches = iter(loader)
     while step < args.steps:

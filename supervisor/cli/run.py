@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import typer
 
 from supervisor import __version__
+from supervisor.channel import ENV_CHECKPOINT_DIR
 from supervisor.eventlog import termination_message, write_termination_message
 from supervisor.exitcodes import ExitCode
 from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
@@ -320,6 +321,8 @@ def supervise(
         resume=_resolver(checkpoint_dir),
     )
     run.notes.extend(notes)
+    if checkpoint_dir:  # the trainer's CheckpointStore() finds it there
+        run.hooks.extra_env = {**run.hooks.extra_env, ENV_CHECKPOINT_DIR: checkpoint_dir}
     if launch is not None:
         from supervisor.k8s.launch import LaunchOverrides
 

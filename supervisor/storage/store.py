@@ -97,8 +97,10 @@ class SaveHandle:
 class CheckpointStore:
     """Atomic, checksummed checkpoints under one fsspec URL (see the module docstring).
 
-    `on_commit(step)` is called after each commit, on the thread that committed (the
-    background thread for `save_async`); an exception from it fails that save."""
+    `on_commit(step)` is called once a commit is known, on the calling (training) thread and
+    on every rank: at the end of `save`, and for `save_async` at the next call that settles
+    it (`wait`, `close`, the next save). Pass `sup.committed` so supervise learns of every
+    commit; it must stay on the training thread, which owns the rank's channel slot."""
 
     def __init__(
         self,
@@ -176,10 +178,13 @@ class CheckpointStore:
         from supervisor.storage import distributed
 
         if distributed.world_size() > 1:
-            return distributed.rank_zero(
+            manifest = distributed.rank_zero(
                 lambda: self._commit(self._prepare(step, state, metadata, reason, False)), step
             )
-        return self._commit(self._prepare(step, state, metadata, reason, snapshot=False))
+        else:
+            manifest = self._commit(self._prepare(step, state, metadata, reason, snapshot=False))
+        self._announce(step)
+        return manifest
 
     def save_async(
         self,
@@ -244,7 +249,13 @@ class CheckpointStore:
             self._inflight = None
             if future.exception() is not None:
                 self._unreported = future
+            else:
+                self._announce(future.result().step)
         self._raise_pending()
+
+    def _announce(self, step: int) -> None:
+        if self.on_commit is not None:
+            self.on_commit(step)
 
     def _reported(self, future: Future[Any]) -> None:
         if self._unreported is future:
@@ -500,9 +511,6 @@ class CheckpointStore:
                 f"step {manifest.step} is already committed under {self.url} with different "
                 "content; committed steps are never overwritten: save under a new step number"
             )
-        if self.on_commit is not None:
-            # E.g. the supervisor handle's `committed(step)`; runs on the committing thread.
-            self.on_commit(manifest.step)
         self._after_commit()
         return manifest
 
