@@ -62,8 +62,18 @@ def _flatten(tree: object, prefix: str = "") -> dict:
 def supervised(ckpt: Path, tmp: Path, name: str, *extra: str, command=None, env=None):
     command = command or [sys.executable, TRAIN, *TRAIN_ARGS]
     return subprocess.Popen(
-        [SUPERVISE, "--termination-log", str(tmp / f"{name}.term"), "--event-log",
-         str(tmp / f"{name}.events"), "--checkpoint-dir", str(ckpt), *extra, "--", *command],
+        [
+            SUPERVISE,
+            "--termination-log",
+            str(tmp / f"{name}.term"),
+            "--event-log",
+            str(tmp / f"{name}.events"),
+            "--checkpoint-dir",
+            str(ckpt),
+            *extra,
+            "--",
+            *command,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
@@ -108,8 +118,9 @@ def uninterrupted(tmp_path_factory) -> dict:
 def test_sigterm_checkpoints_within_the_budget_and_resumes_bitwise(uninterrupted, tmp_path):
     ckpt = tmp_path / "ckpt"
     grace, shutdown = 12.0, 4.0
-    proc = supervised(ckpt, tmp_path, "first", "--grace-period", str(grace),
-                      "--shutdown-timeout", str(shutdown))
+    proc = supervised(
+        ckpt, tmp_path, "first", "--grace-period", str(grace), "--shutdown-timeout", str(shutdown)
+    )
     wait_for_line(proc, b"step   100")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -137,14 +148,26 @@ def test_sigterm_checkpoints_within_the_budget_and_resumes_bitwise(uninterrupted
 def test_a_degraded_gpu_checkpoints_exits_83_and_resumes_bitwise(uninterrupted, tmp_path):
     scenario = tmp_path / "throttle.json"
     # Late enough that the trainer (importing torch on a busy machine) has attached.
-    scenario.write_text(json.dumps({
-        "gpus": 1,
-        "timeline": [{"at": 12.0, "gpu": 0, "set": {"clock_event_reasons": 64}}],
-    }))
+    scenario.write_text(
+        json.dumps(
+            {
+                "gpus": 1,
+                "timeline": [{"at": 12.0, "gpu": 0, "set": {"clock_event_reasons": 64}}],
+            }
+        )
+    )
     ckpt = tmp_path / "ckpt"
     args = ["--fake-gpus", str(scenario), "--gpu-poll-interval", "0.2"]
-    slow = [sys.executable, TRAIN, "--steps", str(STEPS), "--step-time", "0.05",
-            "--checkpoint-every", "1000"]
+    slow = [
+        sys.executable,
+        TRAIN,
+        "--steps",
+        str(STEPS),
+        "--step-time",
+        "0.05",
+        "--checkpoint-every",
+        "1000",
+    ]
     assert finish(supervised(ckpt, tmp_path, "first", *args, command=slow)) == 83
     message = termination(tmp_path, "first")
     assert message["name"] == "DEVICE_DEGRADED"
@@ -169,9 +192,16 @@ while True:  # beats, but never looks at checkpoint requests
 
 def test_a_trainer_that_never_checkpoints_is_stopped_at_the_deadline(tmp_path):
     grace, shutdown = 3.0, 1.0
-    proc = supervised(tmp_path / "ckpt", tmp_path, "run", "--grace-period", str(grace),
-                      "--shutdown-timeout", str(shutdown),
-                      command=[sys.executable, "-c", NEVER_CHECKS])
+    proc = supervised(
+        tmp_path / "ckpt",
+        tmp_path,
+        "run",
+        "--grace-period",
+        str(grace),
+        "--shutdown-timeout",
+        str(shutdown),
+        command=[sys.executable, "-c", NEVER_CHECKS],
+    )
     wait_for_line(proc, b"ready")
     time.sleep(0.5)  # let the handshake watcher see the rank attach
     sent = time.monotonic()
@@ -194,12 +224,28 @@ def two_nodes(ckpt: Path, tmp: Path, name: str, *extra: str) -> list[subprocess.
     port = str(_free_port())
     nodes = []
     for index in (0, 1):
-        env = {"JOB_COMPLETION_INDEX": str(index), "SUPERVISE_NNODES": "2",
-               "HOSTNAME": f"train-{index}", "SUPERVISE_SUBDOMAIN": "train"}
-        nodes.append(supervised(
-            ckpt, tmp, f"{name}{index}", "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
-            "--master-port", port, *extra, command=[TRAIN, *TRAIN_ARGS], env=env,
-        ))
+        env = {
+            "JOB_COMPLETION_INDEX": str(index),
+            "SUPERVISE_NNODES": "2",
+            "HOSTNAME": f"train-{index}",
+            "SUPERVISE_SUBDOMAIN": "train",
+        }
+        nodes.append(
+            supervised(
+                ckpt,
+                tmp,
+                f"{name}{index}",
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                *extra,
+                command=[TRAIN, *TRAIN_ARGS],
+                env=env,
+            )
+        )
     return nodes
 
 
