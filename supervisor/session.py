@@ -127,6 +127,7 @@ class Session:
         """Persist the calibration, release the channel, tidy the run directory."""
         if self.calibration_path is not None and self.hang.calibration.intervals:
             try:
+                os.makedirs(os.path.dirname(self.calibration_path), exist_ok=True)
                 save_calibration(self.calibration_path, self.hang.calibration)
             except OSError as err:
                 emit("calibration_not_saved", {"path": self.calibration_path, "error": str(err)})

@@ -8,10 +8,7 @@ CPU, the checkpoint store on a local directory, real signals, and torchrun with 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,13 +17,16 @@ import pytest
 import torch
 
 import supervisor
-from tests.conftest import SUPERVISE
-
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN = str(ROOT / "examples" / "train.py")
-STEPS = 300
-# Slow enough that a signal lands mid-run, fast enough to keep the suite short.
-TRAIN_ARGS = ["--steps", str(STEPS), "--step-time", "0.01", "--checkpoint-every", "1000"]
+from tests.process.runs import (
+    STEPS,
+    TRAIN,
+    events,
+    finish,
+    supervised,
+    termination,
+    two_nodes,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -57,54 +57,6 @@ def _flatten(tree: object, prefix: str = "") -> dict:
     if isinstance(tree, list | tuple):
         return _flatten(dict(enumerate(tree)), prefix)
     return {prefix: tree}
-
-
-def supervised(ckpt: Path, tmp: Path, name: str, *extra: str, command=None, env=None):
-    command = command or [sys.executable, TRAIN, *TRAIN_ARGS]
-    return subprocess.Popen(
-        [
-            SUPERVISE,
-            "--termination-log",
-            str(tmp / f"{name}.term"),
-            "--event-log",
-            str(tmp / f"{name}.events"),
-            "--checkpoint-dir",
-            str(ckpt),
-            *extra,
-            "--",
-            *command,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for_line(proc: subprocess.Popen, prefix: bytes, timeout: float = 120) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"output ended before a line starting {prefix!r}")
-        if line.startswith(prefix):
-            return
-    raise AssertionError(f"no line starting {prefix!r} within {timeout} s")
-
-
-def events(tmp: Path, name: str) -> list[dict]:
-    return [json.loads(line) for line in (tmp / f"{name}.events").read_text().splitlines()]
-
-
-def termination(tmp: Path, name: str) -> dict:
-    return json.loads((tmp / f"{name}.term").read_text())
-
-
-def finish(proc: subprocess.Popen, timeout: float = 180) -> int:
-    """Wait for the run; its remaining output is kept as `proc.output`."""
-    out, _ = proc.communicate(timeout=timeout)
-    proc.output = out.decode()  # type: ignore[attr-defined]
-    return proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -211,42 +163,6 @@ def test_a_trainer_that_never_checkpoints_is_stopped_at_the_deadline(tmp_path):
     message = termination(tmp_path, "run")
     missed = next(e for e in message["evidence"] if e["kind"] == "not_taken")
     assert "No checkpoint was taken" in missed["summary"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def two_nodes(ckpt: Path, tmp: Path, name: str, *extra: str) -> list[subprocess.Popen]:
-    """Two `supervise --nproc-per-node 1` pods of an Indexed Job, on loopback."""
-    port = str(_free_port())
-    nodes = []
-    for index in (0, 1):
-        env = {
-            "JOB_COMPLETION_INDEX": str(index),
-            "SUPERVISE_NNODES": "2",
-            "HOSTNAME": f"train-{index}",
-            "SUPERVISE_SUBDOMAIN": "train",
-        }
-        nodes.append(
-            supervised(
-                ckpt,
-                tmp,
-                f"{name}{index}",
-                "--nproc-per-node",
-                "1",
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                port,
-                *extra,
-                command=[TRAIN, *TRAIN_ARGS],
-                env=env,
-            )
-        )
-    return nodes
 
 
 @pytest.fixture(scope="module")
