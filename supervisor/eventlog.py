@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-from supervisor.events import Finding
+from supervisor.events import Finding, Urgency
 from supervisor.exitcodes import ExitCode
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes; the kubelet truncates beyond this
@@ -123,12 +123,12 @@ def termination_message(
 
 
 def _decisive_first(code: ExitCode, evidence: Sequence[Finding]) -> list[Finding]:
-    """Findings of the final class first, then the child's status, then the rest."""
+    """The finding that decided first, then others of its class, the child's status, the rest."""
 
     def rank(finding: Finding) -> int:
         if finding.exit_code is code:
-            return 0
-        return 1 if finding.source == "child" else 2
+            return 0 if finding.urgency in (Urgency.STOP, Urgency.CHECKPOINT) else 1
+        return 2 if finding.source == "child" else 3
 
     return sorted(evidence, key=rank)
 

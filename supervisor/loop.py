@@ -334,6 +334,7 @@ def policy_config(options: Options) -> policy.Config:
         failure_grace=options.failure_grace,
         shutdown_timeout=options.shutdown_timeout,
         degraded_deadline=options.degraded_deadline,
+        degrade_on_step_time=options.degrade_on_step_time,
         max_restarts=options.max_restarts,
         restart_on=frozenset(restart_on),
     )

@@ -50,6 +50,7 @@ class Options:
     degraded_deadline: float = DEFAULT_DEGRADED_DEADLINE
     max_restarts: int = 0
     restart_on_training_failure: bool = False
+    degrade_on_step_time: bool = False
 
     def __post_init__(self) -> None:
         if not self.command:

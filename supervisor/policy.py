@@ -59,6 +59,8 @@ from supervisor.events import (
 )
 from supervisor.exitcodes import ExitCode
 
+STEP_TIME_REGRESSION = "step_time_regression"  # the finding kind the step-time watchdog sends
+
 
 class Phase(enum.StrEnum):
     STARTING = "starting"  # the command is being spawned
@@ -78,6 +80,7 @@ class Config:
     failure_grace: float = 3.0  # SIGTERM → SIGKILL after supervise stops a failed run
     shutdown_timeout: float = 5.0  # of grace_period, kept for exiting after the checkpoint
     degraded_deadline: float = 120.0  # for the checkpoint a degraded GPU asks for
+    degrade_on_step_time: bool = False  # a slowdown alone (no GPU signal) is DEGRADED
     max_restarts: int = 0
     restart_on: frozenset[ExitCode] = frozenset({ExitCode.HANG, ExitCode.INFRA_FAILED})
     backoff_initial: float = 1.0
@@ -228,10 +231,35 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
     return state, (Emit("signal_forwarded", {"signal": name}), SignalChild(event.signum))
 
 
+def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
+    """A sustained step-time regression plus a GPU signal (or the user's opt-in) is a
+    degraded device; a slowdown alone is only a warning (see `supervisor.steptime`)."""
+    slow = next((f for f in state.findings if f.kind == STEP_TIME_REGRESSION), None)
+    if slow is None:
+        return None
+    gpu = next((f for f in state.findings if f.source == "gpu"), None)
+    if gpu is None and not config.degrade_on_step_time:
+        return None
+    why = f" and the GPU reported: {gpu.summary}" if gpu else " (--degrade-on-step-time)"
+    return Finding(
+        "steptime",
+        "degraded_slowdown",
+        slow.summary.rstrip(".") + why,
+        ExitCode.DEVICE_DEGRADED,
+        Urgency.CHECKPOINT,
+        dict(slow.detail),
+    )
+
+
 def _found(config: Config, state: State, event: Found) -> Result:
     finding = event.finding
     state = replace(state, findings=(*state.findings, finding))
     actions: tuple[Action, ...] = (Emit("finding", finding.as_dict()),)
+    if finding.urgency is Urgency.NOTE and state.phase is Phase.RUNNING:
+        escalated = _corroborated_slowdown(config, state)
+        if escalated is not None:
+            state, more = _found(config, state, Found(escalated, event.at))
+            return state, actions + more
     if state.phase is Phase.BACKOFF and finding.urgency is Urgency.STOP:
         return _finish(state, None)
     if finding.urgency is Urgency.STOP and state.phase in (Phase.RUNNING, Phase.CHECKPOINTING):

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from supervisor import stacks
+from supervisor import stacks, steptime
 from supervisor.channel import (
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
@@ -41,6 +41,7 @@ from supervisor.k8s.launch import LaunchOverrides, torchrun_command
 from supervisor.logpump import Activity
 from supervisor.loop import Hooks
 from supervisor.matchers import DEFAULT_MATCHER
+from supervisor.steptime_watchdog import StepTimeWatchdog
 
 ENV_RUN_DIR = "SUPERVISE_RUN_DIR"
 CALIBRATION_FILE = "supervise-hang-calibration.json"
@@ -151,8 +152,10 @@ def open_session(
     state_dir: str | None = None,
     gpu_watchdog: Watchdog | None = None,
     resume: Callable[[], int | None] | None = None,
+    pace: steptime.Config | None = None,
 ) -> Session:
     """Build the run's edges. Raises `ConfigError` when the channel cannot be created."""
+    pace = pace or steptime.Config()
     run_dir = _private_dir()
     stacks_dir = os.path.join(run_dir, "stacks")
     os.mkdir(stacks_dir, 0o700)
@@ -179,7 +182,11 @@ def open_session(
         session.hang = HangWatchdog(
             channel, hang_options, session.hang.calibration, collect_stacks=collect
         )
-        watchdogs: list[Watchdog] = [session.hang, HandshakeWatcher(channel)]
+        watchdogs: list[Watchdog] = [
+            session.hang,
+            HandshakeWatcher(channel),
+            StepTimeWatchdog(channel, pace),
+        ]
         if hang_options.log_silence_timeout is not None:
             timeout = hang_options.log_silence_timeout
             watchdogs.append(LogSilenceWatchdog(lambda: activity.last_output, timeout))

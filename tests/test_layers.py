@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.gpu.catalog", 1),
     ("supervisor.hang.calibration", 1),
     ("supervisor.storage.retention", 1),
+    ("supervisor.steptime", 1),
     # L2 edges
     ("supervisor.children", 2),
     ("supervisor.logpump", 2),
@@ -38,6 +39,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.channel", 2),
     ("supervisor.stacks", 2),
     ("supervisor.handshake", 2),
+    ("supervisor.steptime_watchdog", 2),
     ("supervisor.gpu", 2),
     ("supervisor.gpu.*", 2),
     ("supervisor.hang", 2),

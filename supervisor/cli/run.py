@@ -8,14 +8,16 @@ step by step.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass
 
 import typer
 
-from supervisor import __version__
+from supervisor import __version__, steptime
 from supervisor.channel import ENV_CHECKPOINT_DIR
+from supervisor.errors import ConfigError
 from supervisor.eventlog import termination_message, write_termination_message
 from supervisor.exitcodes import ExitCode
 from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
@@ -121,6 +123,29 @@ def run_command(
         envvar="SUPERVISE_RESTART_ON_TRAINING_FAILURE",
         show_envvar=True,
         help="Let --max-restarts also restart after TRAINING_FAILED.",
+    ),
+    step_time_ratio: float = typer.Option(
+        steptime.DEFAULT_RATIO,
+        "--step-time-ratio",
+        envvar="SUPERVISE_STEP_TIME_RATIO",
+        show_envvar=True,
+        help="A rank is slow when its recent seconds per step exceed this multiple of its "
+        "own baseline.",
+    ),
+    step_time_sustain: float = typer.Option(
+        steptime.DEFAULT_SUSTAIN,
+        "--step-time-sustain",
+        envvar="SUPERVISE_STEP_TIME_SUSTAIN",
+        show_envvar=True,
+        help="Seconds a slowdown must last to count. With a GPU signal it is DEVICE_DEGRADED; "
+        "alone, a warning event.",
+    ),
+    degrade_on_step_time: bool = typer.Option(
+        False,
+        "--degrade-on-step-time",
+        envvar="SUPERVISE_DEGRADE_ON_STEP_TIME",
+        show_envvar=True,
+        help="Treat a sustained slowdown as DEVICE_DEGRADED even without a GPU signal.",
     ),
     hang_timeout: float = typer.Option(
         None,
@@ -266,6 +291,7 @@ def run_command(
         degraded_deadline=degraded_deadline,
         max_restarts=max_restarts,
         restart_on_training_failure=restart_on_training_failure,
+        degrade_on_step_time=degrade_on_step_time,
     )
     hang = HangOptions(
         hang_timeout=hang_timeout,
@@ -283,10 +309,25 @@ def run_command(
     launch = None
     if nproc_per_node is not None:
         launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
+    pace = _pace(step_time_ratio, step_time_sustain)
     code = supervise(
-        options, hang, gpu, preflight=preflight, launch=launch, checkpoint_dir=checkpoint_dir
+        options,
+        hang,
+        gpu,
+        preflight=preflight,
+        launch=launch,
+        checkpoint_dir=checkpoint_dir,
+        pace=pace,
     )
     raise typer.Exit(code.code)
+
+
+def _pace(ratio: float, sustain: float) -> steptime.Config:
+    if not (math.isfinite(ratio) and ratio > 1):
+        raise ConfigError(f"--step-time-ratio must be a number > 1, got {ratio}")
+    if not (math.isfinite(sustain) and sustain > 0):
+        raise ConfigError(f"--step-time-sustain must be a number of seconds > 0, got {sustain}")
+    return steptime.Config(ratio=ratio, sustain=sustain)
 
 
 def supervise(
@@ -297,6 +338,7 @@ def supervise(
     preflight: bool = False,
     launch: Launch | None = None,
     checkpoint_dir: str | None = None,
+    pace: steptime.Config | None = None,
 ) -> ExitCode:
     """One supervised run. Raises `SuperviseError` for what stops it before it starts."""
     from supervisor import loop, session
@@ -319,6 +361,7 @@ def supervise(
         state_dir=_local_dir(checkpoint_dir),
         gpu_watchdog=build_gpu_watchdog(gpu, notes.append),
         resume=_resolver(checkpoint_dir),
+        pace=pace,
     )
     run.notes.extend(notes)
     if checkpoint_dir:  # the trainer's CheckpointStore() finds it there
