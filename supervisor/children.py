@@ -44,9 +44,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
-# Every catchable signal, resolved now: the pre-exec hook must not allocate much or import.
+# Every signal a disposition can be set for, resolved now: the pre-exec hook must not
+# allocate much or import. glibc keeps 32 and 33 for itself (thread cancellation, setxid)
+# and refuses to change them; it installs its own handlers where it needs them.
 _CATCHABLE = tuple(
-    s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP) and s < 32
+    s
+    for s in signal.valid_signals()
+    if s not in (signal.SIGKILL, signal.SIGSTOP) and not 32 <= s < signal.SIGRTMIN
 )
 
 

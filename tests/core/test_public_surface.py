@@ -31,3 +31,18 @@ def test_import_supervisor_is_light() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     for heavy in ("torch", "fsspec", "pynvml", "typer", "psutil", "supervisor.loop"):
         assert heavy not in loaded.split(), heavy
+
+
+def test_readme_documents_every_run_flag_and_its_environment_twin() -> None:
+    import inspect
+
+    from supervisor.cli.run import run_command
+
+    readme = (ROOT / "README.md").read_text()
+    for param in inspect.signature(run_command).parameters.values():
+        info = param.default
+        flag = (getattr(info, "param_decls", None) or (None,))[0]
+        if flag in (None, "--version"):
+            continue
+        assert f"`{flag}`" in readme, f"README's flag table lacks {flag}"
+        assert info.envvar in readme, f"README's flag table lacks {info.envvar}"
