@@ -17,6 +17,7 @@ import typer
 
 from supervisor import __version__, steptime
 from supervisor.channel import ENV_CHECKPOINT_DIR
+from supervisor.cli.doctor import FAKE_GPUS, GPU_CONFIG, NVML_TIMEOUT, REQUIRE_GPUS
 from supervisor.errors import ConfigError
 from supervisor.eventlog import termination_message, write_termination_message
 from supervisor.exitcodes import ExitCode
@@ -228,15 +229,7 @@ def run_command(
         show_default="derived, else 29500",
         help="Rendezvous port (with --nproc-per-node).",
     ),
-    fake_gpus: str = typer.Option(
-        None,
-        "--fake-gpus",
-        envvar="SUPERVISE_FAKE_GPUS",
-        show_envvar=True,
-        show_default="off: real NVML",
-        help="Play a GPU fault scenario (see examples/faults) instead of reading NVML, to test "
-        "a Job's failure policy on machines without GPUs.",
-    ),
+    fake_gpus: str = FAKE_GPUS,
     gpu_poll_interval: float = typer.Option(
         DEFAULT_GPU_POLL_INTERVAL,
         "--gpu-poll-interval",
@@ -245,22 +238,8 @@ def run_command(
         help="Seconds between polls of GPU state (ECC, remaps, clocks, NVLink, PCIe); Xids "
         "arrive as events at once.",
     ),
-    gpu_config: str = typer.Option(
-        None,
-        "--gpu-config",
-        envvar="SUPERVISE_GPU_CONFIG",
-        show_envvar=True,
-        show_default="built-in catalog",
-        help="JSON file overriding Xid and rule classes and thresholds.",
-    ),
-    require_gpus: bool = typer.Option(
-        False,
-        "--require-gpus",
-        envvar="SUPERVISE_REQUIRE_GPUS",
-        show_envvar=True,
-        help="Exit CONFIG_ERROR when NVML or the pod's GPUs cannot be found, instead of "
-        "running without GPU health checks.",
-    ),
+    gpu_config: str = GPU_CONFIG,
+    require_gpus: bool = REQUIRE_GPUS,
     preflight: bool = typer.Option(
         False,
         "--preflight",
@@ -269,13 +248,7 @@ def run_command(
         help="Check the GPUs once (as `supervise doctor`) before starting CMD; a failed or "
         "degraded GPU exits 82/83 and starts nothing.",
     ),
-    nvml_timeout: float = typer.Option(
-        5.0,
-        "--nvml-timeout",
-        envvar="SUPERVISE_NVML_TIMEOUT",
-        show_envvar=True,
-        help="Seconds one NVML query may take; longer means a wedged GPU (DEVICE_FAILED).",
-    ),
+    nvml_timeout: float = NVML_TIMEOUT,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
