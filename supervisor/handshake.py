@@ -17,16 +17,13 @@ The header has one writer: the loop's thread calls both publish functions.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
 from supervisor.events import (
     Attached,
     CheckpointCommitted,
-    Report,
     RequestCheckpoint,
 )
+from supervisor.poller import Poller
 
 POLL_INTERVAL = 0.1  # seconds; a commit is noticed within this, well inside any budget
 
@@ -61,41 +58,26 @@ def publish_attempt(channel: Channel, resume_step: int | None, restart_count: in
     )
 
 
-class HandshakeWatcher:
-    """Reports `Attached` and `CheckpointCommitted` from the slots. Stops within a poll."""
-
-    name = "handshake"
+class HandshakeWatcher(Poller):
+    """Reports `Attached` and `CheckpointCommitted` from the slots."""
 
     def __init__(self, channel: Channel, interval: float = POLL_INTERVAL) -> None:
+        super().__init__("handshake", interval)
         self._channel = channel
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._attached = False
+        self._reported = -1  # a commit is one marker for all ranks: report each step once
 
-    def start(self, report: Report, clock_monotonic: Callable[[], float]) -> None:
-        self._thread = threading.Thread(
-            target=self._run, args=(report, clock_monotonic), name="handshake", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)
-
-    def _run(self, report: Report, now: Callable[[], float]) -> None:
-        attached = False
-        reported = -1  # a commit is one marker for all ranks: report each step once
-        while not self._stop.wait(self._interval):
-            running = [s for s in self._channel.read_slots() if s.state is not SlotState.UNUSED]
-            if running and not attached:
-                attached = True
-                report(Attached(len(running), now()))
-            for slot in running:
-                if slot.ckpt_step > reported:
-                    reported = slot.ckpt_step
-                    report(
-                        CheckpointCommitted(
-                            slot.ckpt_step, slot.ckpt_ack, now(), for_peer=slot.ckpt_for_peer
-                        )
+    def poll(self) -> bool:
+        running = [s for s in self._channel.read_slots() if s.state is not SlotState.UNUSED]
+        if running and not self._attached:
+            self._attached = True
+            self._report(Attached(len(running), self._now()))
+        for slot in running:
+            if slot.ckpt_step > self._reported:
+                self._reported = slot.ckpt_step
+                self._report(
+                    CheckpointCommitted(
+                        slot.ckpt_step, slot.ckpt_ack, self._now(), for_peer=slot.ckpt_for_peer
                     )
+                )
+        return False

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.channel", 2),
     ("supervisor.stacks", 2),
     ("supervisor.handshake", 2),
+    ("supervisor.poller", 2),
     ("supervisor.steptime_watchdog", 2),
     ("supervisor.gpu", 2),
     ("supervisor.gpu.*", 2),

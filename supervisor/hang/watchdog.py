@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from supervisor.channel import Channel, Slot, SlotState
-from supervisor.events import Finding, Found, Report, Urgency
+from supervisor.events import Finding, Found, Urgency
 from supervisor.exitcodes import ExitCode
 from supervisor.hang.calibration import Calibration
 from supervisor.hang.options import STEADY_PHASES, HangOptions
+from supervisor.poller import Poller
 
 StackCollector = Callable[[Mapping[int, int], Iterable[int]], Mapping[str, object]]
 """(pids by rank, stalled ranks) -> facts to merge into the finding (stacks, suspects...)."""
@@ -141,56 +142,7 @@ def stall_finding(
     )
 
 
-class _Poller:
-    """A daemon thread that calls `poll()` every `interval` until stopped or it returns True."""
-
-    def __init__(self, name: str, interval: float) -> None:
-        self.name = name
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._report: Report | None = None
-        self._now: Callable[[], float] = lambda: 0.0
-
-    def start(self, report: Report, clock_monotonic: Callable[[], float]) -> None:
-        if self._thread is not None:
-            return
-        self._report = report
-        self._now = clock_monotonic
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-watchdog", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
-
-    def _run(self) -> None:
-        assert self._report is not None
-        while not self._stop.wait(self._interval):
-            try:
-                if self.poll():
-                    return
-            except Exception as err:  # a watchdog must say it broke, not vanish
-                self._report(
-                    Found(
-                        Finding(
-                            source="hang",
-                            kind="watchdog_error",
-                            summary=f"the {self.name} watchdog stopped: {err!r}",
-                            urgency=Urgency.NOTE,
-                        ),
-                        self._now(),
-                    )
-                )
-                return
-
-    def poll(self) -> bool:
-        raise NotImplementedError
-
-
-class HangWatchdog(_Poller):
+class HangWatchdog(Poller):
     """Heartbeat staleness per rank, from the shared-memory channel."""
 
     def __init__(
@@ -254,7 +206,7 @@ class HangWatchdog(_Poller):
                 self._calibration = self._calibration.observe(per_step, knobs)
 
 
-class LogSilenceWatchdog(_Poller):
+class LogSilenceWatchdog(Poller):
     """Opt-in fallback for uninstrumented programs: no output for `timeout` s is a hang."""
 
     def __init__(self, last_output: Callable[[], float], timeout: float, poll: float = 0.25):
