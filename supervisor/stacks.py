@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -47,9 +48,12 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
     """Flight Recorder and NCCL error-handling variables for the child, where unset.
 
     Each group lists the current name first and the older one second; if the user set
-    either name, the whole group is left alone so that two names never disagree.
+    either name, the whole group is left alone so that two names never disagree. Where the
+    installed torch reads the current name, the older one (a deprecated alias that makes
+    every rank log a warning) is not set.
     """
     env = os.environ if environ is None else environ
+    aliases_deprecated = _torch_at_least(2, 9)
     fr_dir = os.path.join(run_dir, FR_SUBDIR)
     groups: list[tuple[tuple[str, ...], str]] = [
         # 3 = tear down without abort; torchrun injects 1 into workers unless its own env
@@ -60,9 +64,16 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
         (("TORCH_NCCL_DUMP_ON_TIMEOUT",), "1"),
         # torch >= 2.9 reads TORCH_FR_BUFFER_SIZE first (FlightRecorder.hpp); older ones
         # read only TORCH_NCCL_TRACE_BUFFER_SIZE, whose default there was 0 (off).
-        (("TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"), FR_BUFFER_SIZE),
         (
-            ("TORCH_FR_DUMP_TEMP_FILE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"),
+            ("TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE")[
+                : 1 if aliases_deprecated else 2
+            ],
+            FR_BUFFER_SIZE,
+        ),
+        (
+            ("TORCH_FR_DUMP_TEMP_FILE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE")[
+                : 1 if aliases_deprecated else 2
+            ],
             os.path.join(fr_dir, FR_DUMP_STEM),
         ),
         # Each rank mkfifo()s "<stem><rank>.pipe" and dumps when a byte arrives (DumpPipe
@@ -83,6 +94,17 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
     if out:
         os.makedirs(fr_dir, mode=0o700, exist_ok=True)
     return out
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    """Whether the installed torch is at least `major.minor`, read from its metadata (the
+    supervisor never imports torch). Unknown means yes: the current names then."""
+    try:
+        version = importlib.metadata.version("torch")
+        found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return True
+    return found >= (major, minor)
 
 
 # -------------------------------------------------------------------- the stacks
