@@ -64,16 +64,9 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
         (("TORCH_NCCL_DUMP_ON_TIMEOUT",), "1"),
         # torch >= 2.9 reads TORCH_FR_BUFFER_SIZE first (FlightRecorder.hpp); older ones
         # read only TORCH_NCCL_TRACE_BUFFER_SIZE, whose default there was 0 (off).
+        (("TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"), FR_BUFFER_SIZE),
         (
-            ("TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE")[
-                : 1 if aliases_deprecated else 2
-            ],
-            FR_BUFFER_SIZE,
-        ),
-        (
-            ("TORCH_FR_DUMP_TEMP_FILE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE")[
-                : 1 if aliases_deprecated else 2
-            ],
+            ("TORCH_FR_DUMP_TEMP_FILE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"),
             os.path.join(fr_dir, FR_DUMP_STEM),
         ),
         # Each rank mkfifo()s "<stem><rank>.pipe" and dumps when a byte arrives (DumpPipe
@@ -86,11 +79,13 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
         ),
     ]
     out: dict[str, str] = {}
+    deprecated = {"TORCH_NCCL_TRACE_BUFFER_SIZE", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"}
     for names, value in groups:
         if any(name in env for name in names):
-            continue
+            continue  # the user's choice, under either name, wins
         for name in names:
-            out[name] = value
+            if not (aliases_deprecated and name in deprecated):
+                out[name] = value
     if out:
         os.makedirs(fr_dir, mode=0o700, exist_ok=True)
     return out
