@@ -19,11 +19,40 @@ if attempt < {hang_until}:
 FAST = ["--hang-timeout", "1", "--failure-grace-period", "1"]
 
 
-def test_a_trainer_that_hangs_once_is_restarted_and_succeeds(supervise) -> None:
-    script = HANGS_ON_FIRST_ATTEMPT.replace("{hang_until}", "1")
-    result = supervise(*FAST, "--max-restarts", "2", "--", sys.executable, "-c", script)
+CHECKPOINTS_THEN_HANGS_ONCE = """
+import os, sys, time, supervisor
+sup = supervisor.attach()
+store = supervisor.CheckpointStore(on_commit=sup.committed)
+attempt, start = sup.restart_count, sup.resume_step or 0
+print(f"attempt {attempt} resumes at {start}", flush=True)
+for step in range(start + 1, 21):
+    time.sleep(0.02)
+    sup.step(step)
+    if step % 5 == 0:
+        with sup.phase("checkpoint"):  # the first save imports fsspec: slower than a step
+            store.save(step, {"step": step})
+    if attempt == 0 and step == 12:
+        time.sleep(600)  # stall after committing step 10
+"""
+
+
+def test_a_trainer_that_hangs_once_is_restarted_resumes_and_succeeds(supervise, tmp_path):
+    result = supervise(
+        *FAST,
+        "--max-restarts",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--",
+        sys.executable,
+        "-c",
+        CHECKPOINTS_THEN_HANGS_ONCE,
+    )
     assert result.returncode == 0
-    assert result.stdout.decode().split("\n")[:2] == ["attempt 0", "attempt 1"]
+    assert result.stdout.decode().splitlines() == [
+        "attempt 0 resumes at 0",
+        "attempt 1 resumes at 10",  # the restart resumed from the latest commit
+    ]
     scheduled = [e for e in result.events if e["event"] == "restart_scheduled"]
     assert [e["class"] for e in scheduled] == ["HANG"]
     assert result.termination["name"] == "SUCCEEDED"
