@@ -117,13 +117,15 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
     popen.stdout.close()
     popen.stderr.close()
     for fd in (stdout, stderr):
-        _widen_pipe(fd)
+        widen_pipe(fd)
     return Spawned(popen.pid, stdout, stderr, popen)
 
 
-def _widen_pipe(fd: int) -> None:
-    """Grow the pipe to 1 MiB: a chatty child then wakes the pump 16x less often."""
-    with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size; 64 KiB works
+def widen_pipe(fd: int) -> None:
+    """Grow a pipe to 1 MiB: a chatty writer then wakes its reader 16x less often.
+
+    Does nothing for a file or terminal, or where /proc/sys/fs/pipe-max-size is lower."""
+    with contextlib.suppress(OSError):
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 

@@ -18,7 +18,6 @@ Guarantees:
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -29,8 +28,12 @@ CHUNK = 1 << 20  # matches the pipe size children.spawn asks for
 MAX_LINE = 1 << 16  # a longer unterminated line is cut for matching (still copied whole)
 
 
+class Prefilter(Protocol):
+    def search(self, data: bytes) -> object | None: ...
+
+
 class Matcher(Protocol):
-    prefilter: re.Pattern[bytes]
+    prefilter: Prefilter  # cheap: None means no line in `data` can match
 
     def match(self, line: str) -> Finding | None: ...
 

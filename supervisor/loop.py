@@ -155,6 +155,8 @@ class Supervisor:
         signals = _Signals()
         try:
             children.become_subreaper()
+            for fd in (1, 2):  # where the pumps write: the container runtime's pipes
+                children.widen_pipe(fd)
             if self.hooks.on_start is not None:
                 self.hooks.on_start(self.events.emit)
             for watchdog in self.hooks.watchdogs:

@@ -157,21 +157,33 @@ RULES: tuple[Rule, ...] = (
 
 # One literal keyword per rule family, each a substring that every line its rules match
 # must contain. Kept literal so the chunk scan stays a fast alternation.
+# Few and short, because each is one pass of `bytes.__contains__` (memchr-fast) over every
+# chunk of output; a regex alternation of the same words scanned 3-4x slower.
 PREFILTER_KEYWORDS: tuple[bytes, ...] = (
-    b"Watchdog caught collective operation timeout",
-    b"watchdog got stuck for",
-    b"ProcessGroupNCCL watchdog hang",
-    b"Heartbeat monitor timed out!",
-    b"ncclRemoteError",
-    b"ncclSystemError",
+    b"atchdog",  # "Watchdog caught ...", "watchdog got stuck", "... watchdog hang"
+    b"Heartbeat monitor timed out",
+    b"nccl",  # ncclRemoteError, ncclSystemError
     b"NCCL communicator was aborted",
     b"by peer",
     b"DistNetworkError",
-    b"uncorrectable ECC error encountered",
-    b"uncorrectable NVLink error",
+    b"uncorrectable",  # ECC, NVLink
     b"CUDA out of memory",
-    b"device-side assert triggered",
+    b"device-side assert",
 )
+
+
+class Keywords:
+    """A prefilter: does the data contain any of the keywords? `search` mirrors `re`."""
+
+    def __init__(self, keywords: tuple[bytes, ...]) -> None:
+        self.keywords = keywords
+
+    def search(self, data: bytes) -> bytes | None:
+        """The first keyword found in `data`, or None."""
+        for keyword in self.keywords:
+            if keyword in data:
+                return keyword
+        return None
 
 
 class LogMatcher:
@@ -179,7 +191,7 @@ class LogMatcher:
 
     def __init__(self, rules: tuple[Rule, ...], keywords: tuple[bytes, ...]) -> None:
         self.rules = rules
-        self.prefilter: re.Pattern[bytes] = re.compile(b"|".join(map(re.escape, keywords)))
+        self.prefilter = Keywords(keywords)
 
     def match(self, line: str) -> Finding | None:
         """The finding of the first rule that matches `line`, or None."""

@@ -18,7 +18,6 @@ Pure: time arrives as arguments; the same inputs give the same verdicts.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, replace
 
 DEFAULT_RATIO = 1.5
@@ -45,11 +44,18 @@ class Pace:
 
     @property
     def baseline_s(self) -> float | None:
-        return statistics.median(self.baseline) if self.baseline else None
+        return _median(self.baseline) if self.baseline else None
 
     @property
     def current_s(self) -> float | None:
-        return statistics.median(self.recent) if self.recent else None
+        return _median(self.recent) if self.recent else None
+
+
+def _median(values: tuple[float, ...]) -> float:
+    # (statistics.median would do, but importing it costs PID 1 a few ms at every start)
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def observe(pace: Pace, interval: float, at: float, config: Config) -> tuple[Pace, bool]:
@@ -58,7 +64,7 @@ def observe(pace: Pace, interval: float, at: float, config: Config) -> tuple[Pac
     pace = replace(pace, recent=recent)
     base = pace.baseline_s
     ready = len(pace.baseline) >= config.min_baseline and len(recent) == config.recent_window
-    regressed = ready and base is not None and statistics.median(recent) > config.ratio * base
+    regressed = ready and base is not None and _median(recent) > config.ratio * base
     if not regressed:
         baseline = (*pace.baseline, interval)[-config.baseline_window :]
         return Pace(baseline, recent), False
