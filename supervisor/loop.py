@@ -144,6 +144,7 @@ class Supervisor:
         self._pumps: list[LogPump] = []
         self._attempt_watchdogs: Sequence[Watchdog] = ()
         self._relaunch: int | None = None  # attempt to start once the current event is done
+        self._drained = True  # every attempt's output reached EOF
         self._exit: Exit | None = None
         self._orphans_reaped = 0
         self.activity = self.hooks.activity or Activity(self.clock.monotonic())
@@ -173,9 +174,8 @@ class Supervisor:
             self.events.close()
 
     def _launch(self, attempt: int) -> None:
-        """Start attempt `attempt` of the command: retire the last one, spawn, watch."""
+        """Start attempt `attempt` of the command: spawn it and watch it."""
         self._relaunch = None
-        self._retire_attempt()
         event = self._spawn(attempt)
         self._apply(event)
         if isinstance(event, ChildStarted):
@@ -186,12 +186,13 @@ class Supervisor:
                 watchdog.start(self._inbox.put, self.clock.monotonic)
 
     def _retire_attempt(self) -> None:
+        """Stop the attempt's watchdogs and drain its pumps (noting if output was cut off)."""
         for watchdog in self._attempt_watchdogs:
             watchdog.stop()
         self._attempt_watchdogs = ()
-        for pump in self._pumps:
-            pump.join(DRAIN_TIMEOUT)
+        drained = all([pump.join(DRAIN_TIMEOUT) for pump in self._pumps])
         self._pumps = []
+        self._drained = self._drained and drained
 
     def _spawn(self, attempt: int) -> Event:
         env = {**os.environ, **self.hooks.extra_env}
@@ -257,9 +258,9 @@ class Supervisor:
                 # The child's last words decide its class ("Watchdog caught collective
                 # operation timeout", then SIGABRT): take the rest of the tree down so the
                 # pipes reach EOF, let the pumps finish, and weigh their findings first.
+                # The attempt's watchdogs end with it (a backoff is not a silence or a hang).
                 children.kill_tree()
-                for pump in self._pumps:
-                    pump.join(DRAIN_TIMEOUT)
+                self._retire_attempt()
                 self._dispatch_inbox()
                 if self.hooks.exit_findings is not None:
                     for finding in self.hooks.exit_findings():
@@ -299,11 +300,11 @@ class Supervisor:
     # ------------------------------------------------------------------- finish
 
     def _finish(self, verdict: Exit) -> ExitCode:
-        for watchdog in (*self.hooks.watchdogs, *self._attempt_watchdogs):
+        for watchdog in self.hooks.watchdogs:
             watchdog.stop()
         children.kill_tree()
         children.reap()
-        drained = all([pump.join(DRAIN_TIMEOUT) for pump in self._pumps])
+        self._retire_attempt()  # already done if the child exited; not after a spawn failure
         if self.hooks.on_exit is not None:
             self.hooks.on_exit(verdict.code, self.events.emit)
         text = termination_message(verdict.code, verdict.reason, verdict.evidence)
@@ -321,7 +322,7 @@ class Supervisor:
                 "reason": verdict.reason,
                 "evidence": [f.as_dict() for f in verdict.evidence],
                 "orphansReaped": self._orphans_reaped,
-                "outputDrained": drained,
+                "outputDrained": self._drained,
             },
         )
         return verdict.code

@@ -20,7 +20,7 @@ FAST = ["--hang-timeout", "1", "--failure-grace-period", "1"]
 
 
 CHECKPOINTS_THEN_HANGS_ONCE = """
-import os, sys, time, supervisor
+import time, supervisor
 sup = supervisor.attach()
 store = supervisor.CheckpointStore(on_commit=sup.committed)
 attempt, start = sup.restart_count, sup.resume_step or 0
@@ -78,3 +78,22 @@ def test_training_failures_are_not_restarted_unless_asked(supervise) -> None:
     )
     assert opted.returncode == 80
     assert opted.stdout.split() == [b"0", b"1"]
+
+
+def test_the_backoff_between_attempts_is_not_mistaken_for_log_silence(supervise) -> None:
+    # Attempt 0 dies of a transport error (restartable); the 1 s backoff is twice the silence
+    # timeout, so a log-silence watchdog left running across it would end the run as a HANG.
+    script = (
+        "import os, sys\n"
+        "attempt = int(os.environ['SUPERVISE_RESTART_COUNT'])\n"
+        "print('attempt', attempt, flush=True)\n"
+        "if attempt == 0:\n"
+        "    sys.exit('ncclRemoteError: A call failed possibly due to a network error')\n"
+    )
+    result = supervise(
+        "--log-silence-timeout", "0.5", "--max-restarts", "1", "--", sys.executable, "-c", script
+    )
+    assert result.returncode == 0
+    assert result.stdout.decode().splitlines() == ["attempt 0", "attempt 1"]
+    scheduled = [e for e in result.events if e["event"] == "restart_scheduled"]
+    assert [e["class"] for e in scheduled] == ["INFRA_FAILED"]
