@@ -59,6 +59,7 @@ class Session:
     notes: list[str] = field(default_factory=list)
     resume: Callable[[], int | None] | None = None  # the latest committed step, if any
     error_file: str | None = None  # torchrun's root-cause error file, when launching it
+    resume_step: int | None = None  # what the current attempt resumes from
 
     def launch_torchrun(
         self,
@@ -99,8 +100,6 @@ class Session:
                 error.message, error.as_evidence(), DEFAULT_MATCHER.match(first_line)
             )
         ]
-
-    resume_step: int | None = None
 
     def attempt_env(self, attempt: int) -> dict[str, str]:
         """What attempt `attempt` (0 first) is told: its restart count and where to resume.
