@@ -12,8 +12,10 @@ $(BIN)/supervise: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned: the CPU build of 2.13.0; an open range would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	# compat: a plain .pth path entry; the default editable finder costs every start ~25 ms
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	# compat: a plain .pth path entry; the default editable finder costs every start ~25 ms.
+	# setuptools calls compat transitional, so fall back to the default if it is ever gone.
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat \
+	  || $(BIN)/pip install --quiet -e '.[test]'
 	$(MAKE) bytecode
 	touch $@
 
