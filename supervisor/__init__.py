@@ -19,13 +19,13 @@ __all__ = ["CheckpointStore", "ExitCode", "__version__", "attach"]
 
 if TYPE_CHECKING:
     from supervisor.client import attach
-    from supervisor.exitcodes import ExitCode
+    from supervisor.core.exitcodes import ExitCode
     from supervisor.storage import CheckpointStore
 
 _LAZY = {
     "attach": "supervisor.client",
     "CheckpointStore": "supervisor.storage",
-    "ExitCode": "supervisor.exitcodes",
+    "ExitCode": "supervisor.core.exitcodes",
 }
 
 

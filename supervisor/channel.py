@@ -64,7 +64,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 MAGIC = b"SUPVCHN\0"
 LAYOUT_VERSION = 1
@@ -101,7 +101,7 @@ ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
 ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
 
 # The other half of the contract: an attached rank dumps its Python stacks on this signal
-# into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.stacks).
+# into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.hang.stacks).
 STACK_SIGNAL = signal.SIGUSR2
 
 

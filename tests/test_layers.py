@@ -19,28 +19,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "supervisor"
 # First match wins; patterns use fnmatch on dotted module names.
 LAYERS: list[tuple[str, int]] = [
     # L0 data: standard library only
-    ("supervisor.exitcodes", 0),
-    ("supervisor.errors", 0),
-    ("supervisor.clock", 0),
-    ("supervisor.events", 0),
-    ("supervisor.options", 0),
+    ("supervisor.core", 0),
+    ("supervisor.core.exitcodes", 0),
+    ("supervisor.core.errors", 0),
+    ("supervisor.core.clock", 0),
+    ("supervisor.core.events", 0),
+    ("supervisor.core.options", 0),
     # L1 decisions: pure, L0 only
-    ("supervisor.policy", 1),
-    ("supervisor.classify", 1),
-    ("supervisor.matchers", 1),
+    ("supervisor.core.*", 1),
     ("supervisor.gpu.catalog", 1),
     ("supervisor.hang.calibration", 1),
     ("supervisor.storage.retention", 1),
-    ("supervisor.steptime", 1),
+    ("supervisor.watch.steptime", 1),
     # L2 edges
-    ("supervisor.children", 2),
-    ("supervisor.logpump", 2),
-    ("supervisor.eventlog", 2),
     ("supervisor.channel", 2),
-    ("supervisor.stacks", 2),
-    ("supervisor.handshake", 2),
-    ("supervisor.poller", 2),
-    ("supervisor.steptime_watchdog", 2),
+    ("supervisor.process", 2),
+    ("supervisor.process.*", 2),
+    ("supervisor.outputs", 2),
+    ("supervisor.outputs.*", 2),
+    ("supervisor.watch", 2),
+    ("supervisor.watch.*", 2),
     ("supervisor.gpu", 2),
     ("supervisor.gpu.*", 2),
     ("supervisor.hang", 2),
@@ -49,9 +47,9 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.storage.*", 2),
     ("supervisor.k8s", 2),
     ("supervisor.k8s.*", 2),
-    # L3 the loop
-    ("supervisor.loop", 3),
-    ("supervisor.session", 3),
+    # L3 the run
+    ("supervisor.run", 3),
+    ("supervisor.run.*", 3),
     # L4 faces
     ("supervisor", 4),
     ("supervisor.__main__", 4),
@@ -154,5 +152,5 @@ def test_supervisor_process_never_imports_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     loaded = set(probe.read_text().split())
-    assert "supervisor.loop" in loaded  # the probe really ran the supervisor
+    assert "supervisor.run.loop" in loaded  # the probe really ran the supervisor
     assert not {m for m in loaded if m == "torch" or m.startswith("torch.")}

@@ -18,11 +18,11 @@ from typing import NoReturn
 
 import typer
 
-from supervisor.errors import SuperviseError
-from supervisor.eventlog import termination_message, write_termination_message
-from supervisor.events import Finding, Urgency
-from supervisor.exitcodes import ExitCode, contract_table
-from supervisor.options import DEFAULT_TERMINATION_LOG
+from supervisor.core.errors import SuperviseError
+from supervisor.core.events import Finding, Urgency
+from supervisor.core.exitcodes import ExitCode, contract_table
+from supervisor.core.options import DEFAULT_TERMINATION_LOG
+from supervisor.outputs.eventlog import termination_message, write_termination_message
 
 # typer vendors click; its exception base is reachable through the public BadParameter.
 _ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

@@ -37,7 +37,7 @@ def _human(size: int) -> str:
 
 def _fail(err: Exception) -> None:
     """One line on stderr and the error's own exit class (storage: 86)."""
-    from supervisor.errors import SuperviseError
+    from supervisor.core.errors import SuperviseError
 
     print(f"supervise ckpt: error: {err}", file=sys.stderr)
     code = err.exit_code.code if isinstance(err, SuperviseError) else 1
@@ -46,7 +46,7 @@ def _fail(err: Exception) -> None:
 
 def ls_command(url: Url) -> None:
     """List committed, corrupt and uncommitted steps as a table."""
-    from supervisor.errors import CheckpointError, StorageError
+    from supervisor.core.errors import CheckpointError, StorageError
     from supervisor.storage import layout
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
@@ -126,7 +126,7 @@ def verify_command(
     ] = None,
 ) -> None:
     """Check every byte of a step against its checksums: exit 0 valid, 1 corrupt, 2 none."""
-    from supervisor.errors import StorageError
+    from supervisor.core.errors import StorageError
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
 
@@ -163,7 +163,7 @@ def prune_command(
     ] = None,
 ) -> None:
     """Delete old committed steps beyond the retention, and leftovers of failed saves."""
-    from supervisor.errors import ConfigError, StorageError
+    from supervisor.core.errors import ConfigError, StorageError
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
     from supervisor.storage.retention import Retention, to_delete

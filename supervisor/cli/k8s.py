@@ -142,7 +142,7 @@ def _options(
     **fields: object,
 ) -> RenderOptions:
     """RenderOptions from the parsed flags; RenderOptions raises ConfigError on bad values."""
-    from supervisor.exitcodes import ExitCode
+    from supervisor.core.exitcodes import ExitCode
     from supervisor.k8s.explain import resolve_code
     from supervisor.k8s.spec import RenderOptions
 

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 
 import typer
 
-from supervisor import __version__, steptime
+from supervisor import __version__
 from supervisor.channel import ENV_CHECKPOINT_DIR
 from supervisor.cli.doctor import FAKE_GPUS, GPU_CONFIG, NVML_TIMEOUT, REQUIRE_GPUS
-from supervisor.errors import ConfigError
-from supervisor.eventlog import termination_message, write_termination_message
-from supervisor.exitcodes import ExitCode
-from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
-from supervisor.gpu.watchdog import GpuOptions
-from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
-from supervisor.options import (
+from supervisor.core.errors import ConfigError
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.options import (
     DEFAULT_DEGRADED_DEADLINE,
     DEFAULT_FAILURE_GRACE,
     DEFAULT_GRACE_PERIOD,
@@ -32,6 +28,11 @@ from supervisor.options import (
     DEFAULT_TERMINATION_LOG,
     Options,
 )
+from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
+from supervisor.gpu.watchdog import GpuOptions
+from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
+from supervisor.outputs.eventlog import termination_message, write_termination_message
+from supervisor.watch import steptime
 
 EPILOG = (
     "Other commands: `supervise exit-codes` (the exit-code contract), "
@@ -314,10 +315,10 @@ def supervise(
     pace: steptime.Config | None = None,
 ) -> ExitCode:
     """One supervised run. Raises `SuperviseError` for what stops it before it starts."""
-    from supervisor import loop, session
     from supervisor.gpu.doctor import preflight as gpu_preflight
     from supervisor.gpu.watchdog import build_gpu_watchdog
-    from supervisor.logpump import Activity
+    from supervisor.process.logpump import Activity
+    from supervisor.run import loop, session
 
     notes: list[str] = []  # said on the event log as "note" events once it is open
     if preflight:

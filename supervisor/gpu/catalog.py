@@ -28,9 +28,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from supervisor.errors import ConfigError
-from supervisor.events import Finding, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Finding, Urgency
+from supervisor.core.exitcodes import ExitCode
 
 
 class Verdict(enum.StrEnum):

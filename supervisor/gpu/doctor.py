@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from supervisor.errors import ConfigError
-from supervisor.events import Finding
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Finding
+from supervisor.core.exitcodes import ExitCode
 from supervisor.gpu.catalog import Gpu, GpuState, Memory, assess, unreachable_finding
 from supervisor.gpu.nvml import CallTimedOut
 from supervisor.gpu.watchdog import GpuOptions, load_rules, open_gpus

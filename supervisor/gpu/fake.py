@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 # The constants the adapter reads, with pynvml's values (a test compares them to the real
 # nvidia-ml-py, so they cannot drift unnoticed).

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from supervisor.errors import DeviceError
+from supervisor.core.errors import DeviceError
 from supervisor.gpu.catalog import Gpu, GpuState
 
 DEFAULT_CALL_TIMEOUT = 5.0  # seconds for one query; a healthy GPU answers in milliseconds

@@ -5,7 +5,7 @@
 no NVML (CPU node, no driver, library missing), after ONE log line saying so; training then
 runs unwatched. With `require_gpus` that case raises `ConfigError` instead.
 
-`GpuWatchdog` implements the `Watchdog` protocol of `supervisor.events`:
+`GpuWatchdog` implements the `Watchdog` protocol of `supervisor.core.events`:
 * `start` returns at once. It starts two daemon threads: the event thread registers for Xid,
   double-bit ECC, poison, GPU-unavailable and recovery-action events and waits on them
   (`nvmlEventSetWait_v2`, 500 ms at a time); the poll thread reads every GPU at once (the
@@ -30,8 +30,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
-from supervisor.events import Finding, Found, Report
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Finding, Found, Report
 from supervisor.gpu.catalog import (
     Gpu,
     Memory,

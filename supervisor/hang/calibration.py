@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 from supervisor.hang.calibration import Knobs
 
 DEFAULT_INIT_TIMEOUT = 900.0  # seconds; matches torchrun's default rendezvous timeout

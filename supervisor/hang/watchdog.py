@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from supervisor.channel import Channel, Slot, SlotState
-from supervisor.events import Finding, Found, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import Finding, Found, Urgency
+from supervisor.core.exitcodes import ExitCode
 from supervisor.hang.calibration import Calibration
 from supervisor.hang.options import STEADY_PHASES, HangOptions
-from supervisor.poller import Poller
+from supervisor.watch.poller import Poller
 
 StackCollector = Callable[[Mapping[int, int], Iterable[int]], Mapping[str, object]]
 """(pids by rank, stalled ranks) -> facts to merge into the finding (stacks, suspects...)."""

@@ -13,8 +13,8 @@ import dataclasses
 import signal
 from typing import Any
 
-from supervisor.errors import ConfigError
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.exitcodes import ExitCode
 from supervisor.k8s import render, rules, simulate
 from supervisor.k8s.spec import CONTAINER, RenderOptions
 

@@ -22,7 +22,7 @@ from --master-port, SUPERVISE_MASTER_PORT, else torchrun's 29500.
 torchrun is started with `--max-restarts 0`: Kubernetes, told by the exit code, decides
 about restarts (torchrun's own restarts are counted per node and can be bypassed,
 pytorch#147064). The env additions: TORCHELASTIC_ERROR_FILE (torchrun copies the first
-failed worker's error.json there, with its exit code; see `supervisor.k8s.errorfile`),
+failed worker's error.json there, with its exit code; see `supervisor.process.torchrun_errorfile`),
 TORCH_NCCL_ASYNC_ERROR_HANDLING=3 unless set (torchrun would inject 1, and Flight Recorder
 dumps need 3), and TORCH_ELASTIC_SHUTDOWN_TIMEOUT below the grace period, so torchrun
 SIGKILLs its workers (which run in their own sessions) before supervise's deadline.
@@ -38,7 +38,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 from supervisor.k8s.spec import (
     DEFAULT_MASTER_PORT,
     ENV_COMPLETION_INDEX,

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from supervisor.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import Action, ExitCode
 from supervisor.k8s.spec import CONTAINER
 
 DISRUPTION_TARGET = "DisruptionTarget"

@@ -15,8 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.exitcodes import ExitCode
 
 # The container every exit-code rule names. podFailurePolicy's `containerName` keeps a
 # sidecar's or init container's exit code from being read as a training verdict.

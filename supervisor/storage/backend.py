@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from supervisor.errors import CheckpointError, StorageError
+from supervisor.core.errors import CheckpointError, StorageError
 from supervisor.storage import layout
 
 _HINTS = {
@@ -109,7 +109,7 @@ class Storage:
         try:
             fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ValueError, ImportError) as err:
-            from supervisor.errors import ConfigError
+            from supervisor.core.errors import ConfigError
 
             raise ConfigError(f"unsupported checkpoint URL {url!r}: {err}") from err
         self.fs = fs

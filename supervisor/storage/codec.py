@@ -28,7 +28,7 @@ import struct
 from collections import OrderedDict
 from typing import Any
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 
 # Keys that mark an encoded non-JSON value; a real dict key starting with "$" forces the
 # pair-list form so it cannot be mistaken for one.

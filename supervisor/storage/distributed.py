@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from supervisor.errors import CheckpointError, StorageError
+from supervisor.core.errors import CheckpointError, StorageError
 from supervisor.storage import checksum, layout
 
 if TYPE_CHECKING:

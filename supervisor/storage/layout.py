@@ -26,7 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 
 FORMAT = "supervise-checkpoint"
 FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import checksum, layout
 from supervisor.storage.backend import Storage
 

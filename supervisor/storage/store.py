@@ -45,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.errors import CheckpointError, StorageError
+from supervisor.core.errors import CheckpointError, StorageError
 from supervisor.storage import checksum, codec, layout, tensorfile
 from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader, Verification

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import checksum
 
 CHUNK = 16 << 20  # large enough that per-chunk overhead vanishes, small enough to pipeline

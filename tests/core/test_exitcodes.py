@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.exitcodes import Action, ExitCode, contract_table
+from supervisor.core.exitcodes import Action, ExitCode, contract_table
 
 PINNED = {
     "SUCCEEDED": (0, "-"),

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from supervisor.errors import ConfigError
-from supervisor.eventlog import TERMINATION_MESSAGE_LIMIT, termination_message
-from supervisor.events import Finding, Urgency
-from supervisor.exitcodes import ExitCode
-from supervisor.options import Options
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Finding, Urgency
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.options import Options
+from supervisor.outputs.eventlog import TERMINATION_MESSAGE_LIMIT, termination_message
 
 
 @pytest.mark.parametrize("grace", [-1.0, math.inf, math.nan])

@@ -6,10 +6,10 @@ import signal
 
 import pytest
 
-from supervisor import policy
-from supervisor.classify import PRECEDENCE, classify
-from supervisor.clock import FakeClock
-from supervisor.events import (
+from supervisor.core import policy
+from supervisor.core.classify import PRECEDENCE, classify
+from supervisor.core.clock import FakeClock
+from supervisor.core.events import (
     Attached,
     CheckpointCommitted,
     ChildExited,
@@ -28,8 +28,8 @@ from supervisor.events import (
     Tick,
     Urgency,
 )
-from supervisor.exitcodes import ExitCode
-from supervisor.policy import Phase
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.policy import Phase
 
 CONFIG = policy.Config(grace_period=10.0, failure_grace=2.0)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import supervisor
-from supervisor.exitcodes import markdown_table
+from supervisor.core.exitcodes import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,14 +22,14 @@ def test_readme_table_is_generated_from_the_enum() -> None:
     found = re.search(r"<!-- exit-codes:begin -->\n(.*?)\n<!-- exit-codes:end -->", readme, re.S)
     assert found, "README lost its exit-codes markers"
     assert found.group(1) == markdown_table(), (
-        "regenerate with supervisor.exitcodes.markdown_table()"
+        "regenerate with supervisor.core.exitcodes.markdown_table()"
     )
 
 
 def test_import_supervisor_is_light() -> None:
     code = "import sys, supervisor; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
-    for heavy in ("torch", "fsspec", "pynvml", "typer", "psutil", "supervisor.loop"):
+    for heavy in ("torch", "fsspec", "pynvml", "typer", "psutil", "supervisor.run.loop"):
         assert heavy not in loaded.split(), heavy
 
 

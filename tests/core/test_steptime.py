@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from supervisor import policy, steptime
-from supervisor.events import (
+from supervisor.core import policy
+from supervisor.core.events import (
     ChildStarted,
     Emit,
     Finding,
@@ -14,7 +14,8 @@ from supervisor.events import (
     SignalChild,
     Urgency,
 )
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
+from supervisor.watch import steptime
 
 CONFIG = steptime.Config(
     ratio=1.5, sustain=10.0, baseline_window=50, recent_window=5, min_baseline=10

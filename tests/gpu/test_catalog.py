@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import ConfigError
-from supervisor.events import Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Urgency
+from supervisor.core.exitcodes import ExitCode
 from supervisor.gpu.catalog import (
     DEFAULT_RULES,
     XID_CATALOG,

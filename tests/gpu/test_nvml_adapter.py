@@ -11,7 +11,7 @@ import pytest
 
 import supervisor.gpu.fake as fake_module
 import supervisor.gpu.nvml as nvml_module
-from supervisor.errors import DeviceError
+from supervisor.core.errors import DeviceError
 from supervisor.gpu.catalog import Memory, Rules, assess
 from supervisor.gpu.fake import FakeNvml, Scenario
 from supervisor.gpu.nvml import CallTimedOut, open_nvml
@@ -250,7 +250,7 @@ def test_no_gpus_is_no_nvml() -> None:
 
 
 def test_options_are_validated_by_raising() -> None:
-    from supervisor.errors import ConfigError
+    from supervisor.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--gpu-poll-interval must be a positive"):
         GpuOptions(poll_interval=0)

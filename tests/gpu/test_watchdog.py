@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import ConfigError
-from supervisor.events import Found, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Found, Urgency
+from supervisor.core.exitcodes import ExitCode
 from supervisor.gpu.fake import FakeNvml, Scenario
 from supervisor.gpu.nvml import open_nvml
 from supervisor.gpu.watchdog import GpuOptions, GpuWatchdog, build_gpu_watchdog, load_rules

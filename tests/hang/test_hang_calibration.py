@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 from supervisor.hang.calibration import Calibration, Knobs, percentile
 from supervisor.hang.options import HangOptions, parse_phase_timeouts
 from supervisor.hang.state import load_calibration, save_calibration

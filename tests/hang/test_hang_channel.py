@@ -20,7 +20,7 @@ from supervisor.channel import (
     SlotWriter,
     encode_phase,
 )
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 
 def test_header_round_trips_between_two_mappings(tmp_path: Path) -> None:

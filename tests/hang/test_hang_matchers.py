@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.events import Urgency
-from supervisor.exitcodes import ExitCode
-from supervisor.matchers import DEFAULT_MATCHER, RULES
+from supervisor.core.events import Urgency
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.matchers import DEFAULT_MATCHER, RULES
 
 NCCL_TIMEOUT = (
     "[rank3]:[E1029 10:11:12.123456 4242 ProcessGroupNCCL.cpp:632] [Rank 3] Watchdog caught "

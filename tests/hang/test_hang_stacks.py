@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from supervisor.stacks import (
+from supervisor.hang.stacks import (
     FR_PIPE_STEM,
     FR_SUBDIR,
     child_env_defaults,

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from supervisor.channel import Channel, Slot, SlotState
-from supervisor.events import Found, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import Found, Urgency
+from supervisor.core.exitcodes import ExitCode
 from supervisor.hang.calibration import Calibration, Knobs
 from supervisor.hang.options import HangOptions
 from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog, find_stalls, pid_alive

@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from supervisor.cli.k8s import register
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.spec import RenderOptions
 

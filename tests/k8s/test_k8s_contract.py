@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from supervisor.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import Action, ExitCode
 from supervisor.k8s import rules
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.simulate import FailedPod, job_verdict, jobset_verdict, restarts_in_place

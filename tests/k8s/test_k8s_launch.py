@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import ConfigError
-from supervisor.k8s.errorfile import read_error_file
+from supervisor.core.errors import ConfigError
 from supervisor.k8s.launch import LaunchOverrides, derive_topology, torchrun_command
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.spec import RenderOptions
+from supervisor.process.torchrun_errorfile import read_error_file
 
 OPTS = RenderOptions(
     name="train", image="registry.example/t:1", command=("train.py",), nnodes=4, master_port=29511

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 from packaging.version import Version
 
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.spec import RenderOptions
 

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import CheckpointStore, load_sharded, save_sharded
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import layout
 from tests.storage.conftest import Backend
 

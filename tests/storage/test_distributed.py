@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import CheckpointError
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import CheckpointStore
 from tests.storage.conftest import free_port
 

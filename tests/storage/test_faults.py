@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from supervisor.errors import StorageError
-from supervisor.exitcodes import ExitCode
+from supervisor.core.errors import StorageError
+from supervisor.core.exitcodes import ExitCode
 from supervisor.storage import CheckpointStore
 from tests.storage.conftest import S3Server, free_port
 
@@ -87,7 +87,7 @@ def test_permission_denied_is_a_clear_error_and_readers_still_load(tmp_path: Pat
         code = (
             "import torch\n"
             "from supervisor.storage import CheckpointStore\n"
-            "from supervisor.errors import StorageError\n"
+            "from supervisor.core.errors import StorageError\n"
             f"store = CheckpointStore({str(root)!r})\n"
             "assert store.load()['w'].eq(1).all()\n"  # reading needs no write access
             "try:\n"

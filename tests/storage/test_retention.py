@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 from supervisor.storage.retention import Retention, to_delete
 
 

@@ -18,12 +18,12 @@ The header has one writer: the loop's thread calls both publish functions.
 from __future__ import annotations
 
 from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
-from supervisor.events import (
+from supervisor.core.events import (
     Attached,
     CheckpointCommitted,
     RequestCheckpoint,
 )
-from supervisor.poller import Poller
+from supervisor.watch.poller import Poller
 
 POLL_INTERVAL = 0.1  # seconds; a commit is noticed within this, well inside any budget
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 

@@ -31,8 +31,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from supervisor.classify import classify
-from supervisor.events import (
+from supervisor.core.classify import classify
+from supervisor.core.events import (
     FORWARDED_SIGNALS,
     SIGTERM,
     STOP_SIGNALS,
@@ -57,7 +57,7 @@ from supervisor.events import (
     Urgency,
     signal_name,
 )
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
 
 STEP_TIME_REGRESSION = "step_time_regression"  # the finding kind the step-time watchdog sends
 
@@ -233,7 +233,7 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
 
 def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
     """A sustained step-time regression plus a GPU signal (or the user's opt-in) is a
-    degraded device; a slowdown alone is only a warning (see `supervisor.steptime`)."""
+    degraded device; a slowdown alone is only a warning (see `supervisor.watch.steptime`)."""
     slow = next((f for f in state.findings if f.kind == STEP_TIME_REGRESSION), None)
     if slow is None:
         return None

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from supervisor.events import Finding, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import Finding, Urgency
+from supervisor.core.exitcodes import ExitCode
 
 _MAX_LINE = 500  # characters of the matched line kept as evidence
 

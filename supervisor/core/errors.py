@@ -7,7 +7,7 @@ when the error ends a run.
 
 from __future__ import annotations
 
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
 
 
 class SuperviseError(Exception):

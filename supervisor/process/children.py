@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from supervisor.errors import SpawnError
-from supervisor.events import ChildStatus
+from supervisor.core.errors import SpawnError
+from supervisor.core.events import ChildStatus
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from supervisor.events import Finding, Found, Report, Urgency
+from supervisor.core.events import Finding, Found, Report, Urgency
 
 
 def _never_started(event: object) -> None:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from supervisor.events import Finding
+from supervisor.core.events import Finding
 
 CHUNK = 1 << 20  # matches the pipe size children.spawn asks for
 MAX_LINE = 1 << 16  # a longer unterminated line is cut for matching (still copied whole)

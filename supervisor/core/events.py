@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from supervisor.exitcodes import ExitCode
+from supervisor.core.exitcodes import ExitCode
 
 
 class Urgency(enum.StrEnum):

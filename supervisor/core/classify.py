@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from supervisor.events import ChildStatus, Finding, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import ChildStatus, Finding, Urgency
+from supervisor.core.exitcodes import ExitCode
 
 PRECEDENCE: tuple[ExitCode, ...] = (
     ExitCode.DEVICE_FAILED,

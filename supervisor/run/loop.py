@@ -22,11 +22,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from supervisor import children, policy
-from supervisor.clock import Clock, SystemClock
-from supervisor.errors import SpawnError
-from supervisor.eventlog import EventLog, termination_message, write_termination_message
-from supervisor.events import (
+from supervisor.core import policy
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.errors import SpawnError
+from supervisor.core.events import (
     FORWARDED_SIGNALS,
     Action,
     ChildExited,
@@ -45,9 +44,11 @@ from supervisor.events import (
     Tick,
     Watchdog,
 )
-from supervisor.exitcodes import ExitCode
-from supervisor.logpump import Activity, LogPump, Matcher
-from supervisor.options import Options
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.options import Options
+from supervisor.outputs.eventlog import EventLog, termination_message, write_termination_message
+from supervisor.process import children
+from supervisor.process.logpump import Activity, LogPump, Matcher
 
 Emit_ = Callable[[str, Mapping[str, object]], None]
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone

@@ -2,19 +2,19 @@
 
 One daemon thread per attempt polls the channel slots every `interval` seconds, turns
 progress between polls into seconds per step (steady phases only: no phase or "train"),
-and feeds `supervisor.steptime`. It reports one NOTE finding per rank when a regression has
+and feeds `supervisor.watch.steptime`. It reports one NOTE finding per rank when a regression has
 lasted `sustain` seconds; the policy decides whether that means DEVICE_DEGRADED.
 It runs on a `Poller` thread.
 """
 
 from __future__ import annotations
 
-from supervisor import steptime
 from supervisor.channel import Channel, Slot, SlotState
-from supervisor.events import Finding, Found, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import Finding, Found, Urgency
+from supervisor.core.exitcodes import ExitCode
 from supervisor.hang.options import STEADY_PHASES
-from supervisor.poller import Poller
+from supervisor.watch import steptime
+from supervisor.watch.poller import Poller
 
 KIND = "step_time_regression"
 

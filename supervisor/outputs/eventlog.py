@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-from supervisor.events import Finding, Urgency
-from supervisor.exitcodes import ExitCode
+from supervisor.core.events import Finding, Urgency
+from supervisor.core.exitcodes import ExitCode
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes; the kubelet truncates beyond this
 _FIELD_LIMIT = 300  # characters kept per string field when the message must shrink

@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from supervisor import stacks, steptime
 from supervisor.channel import (
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
@@ -28,20 +27,22 @@ from supervisor.channel import (
     ENV_STACKS_DIR,
     Channel,
 )
-from supervisor.classify import worker_error_finding
-from supervisor.errors import SuperviseError
-from supervisor.events import Finding, Watchdog
-from supervisor.exitcodes import ExitCode
-from supervisor.handshake import HandshakeWatcher, publish_attempt, publish_request
+from supervisor.core.classify import worker_error_finding
+from supervisor.core.errors import SuperviseError
+from supervisor.core.events import Finding, Watchdog
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.matchers import DEFAULT_MATCHER
+from supervisor.hang import stacks
 from supervisor.hang.options import HangOptions
 from supervisor.hang.state import load_calibration, save_calibration
 from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog
-from supervisor.k8s.errorfile import read_error_file
 from supervisor.k8s.launch import LaunchOverrides, torchrun_command
-from supervisor.logpump import Activity
-from supervisor.loop import Hooks
-from supervisor.matchers import DEFAULT_MATCHER
-from supervisor.steptime_watchdog import StepTimeWatchdog
+from supervisor.process.logpump import Activity
+from supervisor.process.torchrun_errorfile import read_error_file
+from supervisor.run.loop import Hooks
+from supervisor.watch import steptime
+from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
+from supervisor.watch.steptime_watchdog import StepTimeWatchdog
 
 ENV_RUN_DIR = "SUPERVISE_RUN_DIR"
 CALIBRATION_FILE = "supervise-hang-calibration.json"

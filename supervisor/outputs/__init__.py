@@ -1,0 +1,1 @@
+"""What supervise tells the world: the event log and the termination message."""
