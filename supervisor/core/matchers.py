@@ -8,9 +8,10 @@ this on every sample line).
 
 All findings are `Urgency.ON_EXIT`: a matched line does not stop anything by itself; it
 explains the child's death if the child then dies. The first rule that matches wins, so
-more specific rules come first. Sources are in the shared reference torch_k8s.md, section
-B ("Timeout log sequence", "NCCL error format", "CUDA errors"), which quotes PyTorch's
-ProcessGroupNCCL.cpp / NCCLUtils.hpp and the CUDA driver's cuGetErrorString table.
+more specific rules come first. Each rule names its source: the log text of PyTorch's
+`torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp` (watchdog and heartbeat monitor) and
+`NCCLUtils.hpp` (the NCCL error format), gloo's transport errors, and the CUDA driver's
+`cuGetErrorString` table.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ RULES: tuple[Rule, ...] = (
         r"SeqNum=(?P<seq>\d+), OpType=(?P<op>\w+)",
         ExitCode.HANG,
         "NCCL watchdog: a collective timed out, so a rank stopped participating (a hang)",
-        "ProcessGroupNCCL.cpp watchdog, torch_k8s.md B 'Timeout log sequence'",
+        "ProcessGroupNCCL.cpp watchdog",
     ),
     _rule(
         "nccl_collective_timeout",
         r"Watchdog caught collective operation timeout",
         ExitCode.HANG,
         "NCCL watchdog: a collective timed out, so a rank stopped participating (a hang)",
-        "ProcessGroupNCCL.cpp watchdog, torch_k8s.md B 'Timeout log sequence'",
+        "ProcessGroupNCCL.cpp watchdog",
     ),
     _rule(
         "nccl_watchdog_hang",
@@ -77,14 +78,14 @@ RULES: tuple[Rule, ...] = (
         r"progress",
         ExitCode.HANG,
         "NCCL heartbeat monitor: the watchdog thread itself stopped making progress (a hang)",
-        "ProcessGroupNCCL.cpp heartbeat monitor, torch_k8s.md B 'Heartbeat path'",
+        "ProcessGroupNCCL.cpp heartbeat monitor",
     ),
     _rule(
         "nccl_watchdog_hang",
         r"due to ProcessGroupNCCL watchdog hang|Heartbeat monitor timed out!",
         ExitCode.HANG,
         "NCCL heartbeat monitor: the watchdog thread itself stopped making progress (a hang)",
-        "ProcessGroupNCCL.cpp heartbeat monitor (current and older text), torch_k8s.md B",
+        "ProcessGroupNCCL.cpp heartbeat monitor (current and older text)",
     ),
     # --- INFRA_FAILED: the transport or a peer failed, not this rank's code.
     _rule(
@@ -92,21 +93,21 @@ RULES: tuple[Rule, ...] = (
         r"ncclRemoteError",
         ExitCode.INFRA_FAILED,
         "NCCL remote error: a network failure or a peer process exited early",
-        "NCCLUtils.hpp error interpretation, torch_k8s.md B 'NCCL error format'",
+        "NCCLUtils.hpp error interpretation",
     ),
     _rule(
         "nccl_system_error",
         r"ncclSystemError",
         ExitCode.INFRA_FAILED,
         "NCCL system error: a socket, memory or external library call failed",
-        "NCCLUtils.hpp error interpretation, torch_k8s.md B 'NCCL error format'",
+        "NCCLUtils.hpp error interpretation",
     ),
     _rule(
         "nccl_comm_aborted",
         r"NCCL communicator was aborted(?: on rank (?P<rank>\d+))?",
         ExitCode.INFRA_FAILED,
         "the NCCL communicator was aborted, usually after another rank or link failed",
-        "ProcessGroupNCCL.cpp, torch_k8s.md B 'An aborted communicator'",
+        "ProcessGroupNCCL.cpp",
     ),
     _rule(
         "peer_connection_lost",
@@ -121,7 +122,7 @@ RULES: tuple[Rule, ...] = (
         r"DistNetworkError",
         ExitCode.INFRA_FAILED,
         "torch.distributed could not reach the rendezvous store or a peer",
-        "torch.distributed.DistNetworkError (c10d TCPStore), torch_k8s.md A",
+        "torch.distributed.DistNetworkError (c10d TCPStore)",
     ),
     # --- DEVICE_FAILED: CUDA strings that name hardware faults.
     _rule(
@@ -129,14 +130,14 @@ RULES: tuple[Rule, ...] = (
         r"uncorrectable ECC error encountered",
         ExitCode.DEVICE_FAILED,
         "CUDA reported an uncorrectable ECC error: GPU memory is faulty",
-        "cuGetErrorString CUDA_ERROR_ECC_UNCORRECTABLE (214), torch_k8s.md B 'CUDA errors'",
+        "cuGetErrorString CUDA_ERROR_ECC_UNCORRECTABLE (214)",
     ),
     _rule(
         "cuda_uncorrectable_nvlink",
         r"uncorrectable NVLink error",
         ExitCode.DEVICE_FAILED,
         "CUDA reported an uncorrectable NVLink error: the GPU interconnect is faulty",
-        "cuGetErrorString CUDA_ERROR_NVLINK_UNCORRECTABLE (220), torch_k8s.md B 'CUDA errors'",
+        "cuGetErrorString CUDA_ERROR_NVLINK_UNCORRECTABLE (220)",
     ),
     # --- TRAINING_FAILED, with the reason named: the program's own fault.
     _rule(
@@ -151,7 +152,7 @@ RULES: tuple[Rule, ...] = (
         r"device-side assert triggered",
         ExitCode.TRAINING_FAILED,
         "a CUDA device-side assert fired: usually an index out of range in the program",
-        "cuGetErrorString CUDA_ERROR_ASSERT (710), torch_k8s.md B 'CUDA errors'",
+        "cuGetErrorString CUDA_ERROR_ASSERT (710)",
     ),
 )
 

@@ -18,7 +18,7 @@ The formula, with its defaults:
 The maximum is the default percentile because periodic slow steps (evaluation, logging,
 a synchronous checkpoint taken outside a named phase) are real and a false hang costs a
 restart; q = 99 trades that safety for faster detection. The factor 5 follows NVIDIA
-Resiliency Extension's timeout calculator (shared reference nvrx.md, section 3), which
+Resiliency Extension's timeout calculator (`fault_tolerance/timeouts_calc.py`), which
 multiplies the maximum observed gap by a safety factor of 5.0. Unlike it, this needs no
 collective: each node calibrates from its own ranks, and the window forgets warm-up spikes.
 """

@@ -10,7 +10,7 @@ PATH (it needs ptrace permission, CAP_SYS_PTRACE in most containers); else it is
 missing.
 
 Flight Recorder (PyTorch ProcessGroupNCCL; names checked against torch 2.13's
-ProcessGroupNCCL.hpp and FlightRecorder.hpp, and shared reference torch_k8s.md section B):
+ProcessGroupNCCL.hpp and FlightRecorder.hpp):
 `child_env_defaults` points the dump files and the on-demand dump pipes into the run
 directory, for the variables the user has not set. `trigger_flight_recorder` writes to every
 `<stem><rank>.pipe` FIFO that a rank opened; `flight_recorder_files` lists the dumps. The
@@ -58,10 +58,10 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
     fr_dir = os.path.join(run_dir, FR_SUBDIR)
     groups: list[tuple[tuple[str, ...], str]] = [
         # 3 = tear down without abort; torchrun injects 1 into workers unless its own env
-        # has a value, and Flight Recorder dumps need 3 (torch_k8s.md takeaway 4).
+        # has a value, and Flight Recorder dumps need 3 (pytorch/pytorch#121055).
         (("TORCH_NCCL_ASYNC_ERROR_HANDLING",), "3"),
-        # Dump on a watchdog timeout or exception: true by default only in newer releases
-        # (torch_k8s.md B); torch 2.13 still reads it (ProcessGroupNCCL.hpp).
+        # Dump on a watchdog timeout or exception: true by default only in newer releases;
+        # torch 2.13 still reads this name (ProcessGroupNCCL.hpp).
         (("TORCH_NCCL_DUMP_ON_TIMEOUT",), "1"),
         # torch >= 2.9 reads TORCH_FR_BUFFER_SIZE first (FlightRecorder.hpp); older ones
         # read only TORCH_NCCL_TRACE_BUFFER_SIZE, whose default there was 0 (off).
@@ -73,7 +73,7 @@ def child_env_defaults(run_dir: str, environ: Mapping[str, str] | None = None) -
         # Each rank mkfifo()s "<stem><rank>.pipe" and dumps when a byte arrives (DumpPipe
         # in ProcessGroupNCCL.hpp; only when the trace buffer size is > 0). torch 2.13
         # reads TORCH_NCCL_DEBUG_INFO_PIPE_FILE; the TORCH_FR_ name is for newer releases
-        # (torch_k8s.md B) and is ignored by older ones, so setting both is safe.
+        # and is ignored by older ones, so setting both is safe.
         (
             ("TORCH_FR_DEBUG_INFO_PIPE_FILE", "TORCH_NCCL_DEBUG_INFO_PIPE_FILE"),
             os.path.join(fr_dir, FR_PIPE_STEM),
