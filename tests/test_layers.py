@@ -25,6 +25,8 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.core.clock", 0),
     ("supervisor.core.events", 0),
     ("supervisor.core.options", 0),
+    ("supervisor.core.outputs", 0),
+    ("supervisor.core.actions", 0),
     # L1 decisions: pure, L0 only
     ("supervisor.core.*", 1),
     ("supervisor.gpu.catalog", 1),

@@ -19,10 +19,8 @@ from typing import NoReturn
 import typer
 
 from supervisor.core.errors import SuperviseError
-from supervisor.core.events import Finding, Urgency
 from supervisor.core.exitcodes import ExitCode, contract_table
 from supervisor.core.options import DEFAULT_TERMINATION_LOG
-from supervisor.outputs.eventlog import termination_message, write_termination_message
 
 # typer vendors click; its exception base is reachable through the public BadParameter.
 _ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -92,9 +90,11 @@ def _early_exit(code: ExitCode, message: str, args: list[str], supervising: bool
     termination message, since in a pod that is where a person looks first."""
     print(f"supervise: error: {message}", file=sys.stderr)
     if supervising:
-        finding = Finding("supervise", code.name.lower(), message, code, Urgency.STOP)
-        text = termination_message(code, message, [finding])
-        write_termination_message(_termination_log_from(args), text)
+        from supervisor.core.outputs import refused
+        from supervisor.outputs import Outputs
+        from supervisor.outputs.termination import TerminationLog
+
+        Outputs([TerminationLog(_termination_log_from(args))]).emit(refused(code, message))
     sys.exit(code.code)
 
 

@@ -7,16 +7,11 @@ step by step.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
-import time
-from dataclasses import dataclass
 
 import typer
 
 from supervisor import __version__
-from supervisor.channel import ENV_CHECKPOINT_DIR
 from supervisor.cli.doctor import FAKE_GPUS, GPU_CONFIG, NVML_TIMEOUT, REQUIRE_GPUS
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode
@@ -31,7 +26,6 @@ from supervisor.core.options import (
 from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
-from supervisor.outputs.eventlog import termination_message, write_termination_message
 from supervisor.watch import steptime
 
 EPILOG = (
@@ -46,17 +40,6 @@ def _version(value: bool) -> None:
     if value:
         print(f"supervise {__version__}")
         raise typer.Exit()
-
-
-@dataclass(frozen=True)
-class Launch:
-    """`--nproc-per-node` and the topology overrides, for a torchrun launch."""
-
-    nproc_per_node: int
-    nnodes: int | None
-    node_rank: int | None
-    master_addr: str | None
-    master_port: int | None
 
 
 def run_command(
@@ -282,7 +265,11 @@ def run_command(
     )
     launch = None
     if nproc_per_node is not None:
-        launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
+        from supervisor.k8s.launch import LaunchOverrides
+        from supervisor.run.plan import Launch
+
+        overrides = LaunchOverrides(nnodes, node_rank, master_addr, master_port)
+        launch = Launch(nproc_per_node, overrides)
     pace = _pace(step_time_ratio, step_time_sustain)
     code = supervise(
         options,
@@ -304,75 +291,11 @@ def _pace(ratio: float, sustain: float) -> steptime.Config:
     return steptime.Config(ratio=ratio, sustain=sustain)
 
 
-def supervise(
-    options: Options,
-    hang: HangOptions,
-    gpu: GpuOptions,
-    *,
-    preflight: bool = False,
-    launch: Launch | None = None,
-    checkpoint_dir: str | None = None,
-    pace: steptime.Config | None = None,
-) -> ExitCode:
-    """One supervised run. Raises `SuperviseError` for what stops it before it starts."""
-    from supervisor.gpu.doctor import preflight as gpu_preflight
-    from supervisor.gpu.watchdog import build_gpu_watchdog
-    from supervisor.process.logpump import Activity
-    from supervisor.run import loop, session
+def supervise(*args, **kwargs) -> ExitCode:  # type: ignore[no-untyped-def]
+    """The run itself (`supervisor.run.supervise`), imported only when a run starts."""
+    from supervisor.run.supervise import supervise as run
 
-    notes: list[str] = []  # said on the event log as "note" events once it is open
-    if preflight:
-        code, findings = gpu_preflight(gpu, notes.append)
-        if code is not ExitCode.SUCCEEDED:
-            for note in notes:
-                print(f"supervise: {note}", file=sys.stderr)
-            text = termination_message(code, findings[0].summary, findings)
-            write_termination_message(options.termination_log, text)
-            return code
-    run = session.open_session(
-        hang,
-        Activity(time.monotonic()),
-        state_dir=_local_dir(checkpoint_dir),
-        gpu_watchdog=build_gpu_watchdog(gpu, notes.append),
-        resume=_resolver(checkpoint_dir),
-        pace=pace,
-    )
-    run.notes.extend(notes)
-    if checkpoint_dir:  # the trainer's CheckpointStore() finds it there
-        run.hooks.extra_env = {**run.hooks.extra_env, ENV_CHECKPOINT_DIR: checkpoint_dir}
-    if launch is not None:
-        from supervisor.k8s.launch import LaunchOverrides
-
-        overrides = LaunchOverrides(
-            launch.nnodes, launch.node_rank, launch.master_addr, launch.master_port
-        )
-        argv = run.launch_torchrun(
-            launch.nproc_per_node, options.command, overrides, options.grace_period
-        )
-        options = dataclasses.replace(options, command=tuple(argv))
-    return loop.run(options, run.hooks)
-
-
-def _resolver(checkpoint_dir: str | None):  # type: ignore[no-untyped-def]
-    """The latest committed step in `checkpoint_dir`, looked up afresh for each attempt."""
-    if not checkpoint_dir:
-        return None
-
-    def latest() -> int | None:
-        from supervisor import storage
-
-        return storage.latest(checkpoint_dir)
-
-    return latest
-
-
-def _local_dir(url: str | None) -> str | None:
-    """The local directory behind `url`, or None for object stores and unset values."""
-    if not url:
-        return None
-    if url.startswith("file://"):
-        return url[len("file://") :]
-    return None if "://" in url else url
+    return run(*args, **kwargs)
 
 
 def register(app: typer.Typer) -> None:

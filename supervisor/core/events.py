@@ -1,11 +1,11 @@
-"""Events that reach the policy, actions it returns, and the evidence that decides a class.
+"""Events that reach the policy, and the evidence that decides a class.
 
 Everything here is plain frozen data (L0). Edges (the child reaper, the signal loop, the log
 pump, the GPU and hang watchdogs) turn what they see into `Event`s; the pure policy turns
-events into `Action`s; the loop executes actions. Watchdogs never pick an exit code
-directly: they report a `Finding` that argues for a class with an `Urgency`, and the policy
-weighs all findings by one precedence table. That is how later watchdogs add classes
-without special cases.
+events into actions (`supervisor.core.actions`); the loop executes actions. Watchdogs never
+pick an exit code directly: they report a `Finding` that argues for a class with an
+`Urgency`, and the policy weighs all findings by one precedence table. That is how later
+watchdogs add classes without special cases.
 """
 
 from __future__ import annotations
@@ -28,6 +28,25 @@ class Urgency(enum.StrEnum):
     NOTE = "note"  # record only
 
 
+class Source(enum.StrEnum):
+    """Where a finding came from (its `source` field)."""
+
+    SIGNAL = "signal"
+    CHILD = "child"
+    LOG = "log"
+    GPU = "gpu"
+    HANG = "hang"
+    STEPTIME = "steptime"
+    CHECKPOINT = "checkpoint"
+    TORCHRUN = "torchrun"
+    RESTART = "restart"
+    SUPERVISE = "supervise"
+
+
+# Finding kinds that a decision in another module reads (the rest are for people).
+STEP_TIME_REGRESSION = "step_time_regression"  # a sustained slowdown (watch.steptime_watchdog)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One piece of evidence, from any source.
@@ -36,7 +55,7 @@ class Finding:
     `detail` holds JSON-serialisable facts (GPU UUID, Xid, rank, the matched line...).
     """
 
-    source: str  # "signal", "child", "log", "gpu", "hang", "checkpoint"
+    source: str  # a `Source`
     kind: str  # a short machine name: "xid", "nccl_timeout", "external_signal"...
     summary: str  # one sentence a person can read in a termination message
     exit_code: ExitCode | None = None
@@ -178,60 +197,6 @@ Event = (
     | CheckpointCommitted
     | Found
 )
-
-
-# --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class SignalChild:
-    """Send `signum` to the direct child only (torchrun and trainers fan out themselves)."""
-
-    signum: int
-
-
-@dataclass(frozen=True)
-class KillTree:
-    """SIGKILL every remaining descendant."""
-
-
-@dataclass(frozen=True)
-class RequestCheckpoint:
-    """Ask training, through the channel, to checkpoint before `deadline` (monotonic).
-
-    `reason` is one of `channel.CHECKPOINT_REASONS`; `generation` numbers a run's requests.
-    """
-
-    reason: str
-    deadline: float
-    generation: int = 1
-
-
-@dataclass(frozen=True)
-class Respawn:
-    """Start the training command again (an in-pod restart); `attempt` counts from 1."""
-
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Emit:
-    """Write one structured event to the event log."""
-
-    event: str
-    fields: Mapping[str, object] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Exit:
-    """End the run: drain output, write the termination message, exit with `code`."""
-
-    code: ExitCode
-    reason: str
-    evidence: tuple[Finding, ...]
-
-
-Action = SignalChild | KillTree | RequestCheckpoint | Respawn | Emit | Exit
 
 
 class Report(Protocol):

@@ -31,35 +31,30 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from supervisor.core import outputs as out
+from supervisor.core.actions import Action, Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
 from supervisor.core.classify import classify
 from supervisor.core.events import (
     FORWARDED_SIGNALS,
     SIGTERM,
+    STEP_TIME_REGRESSION,
     STOP_SIGNALS,
-    Action,
     Attached,
     CheckpointCommitted,
     ChildExited,
     ChildStarted,
     ChildStatus,
-    Emit,
     Event,
-    Exit,
     Finding,
     Found,
-    KillTree,
-    RequestCheckpoint,
-    Respawn,
-    SignalChild,
     SignalReceived,
+    Source,
     SpawnFailed,
     Tick,
     Urgency,
     signal_name,
 )
 from supervisor.core.exitcodes import ExitCode
-
-STEP_TIME_REGRESSION = "step_time_regression"  # the finding kind the step-time watchdog sends
 
 
 class Phase(enum.StrEnum):
@@ -118,7 +113,7 @@ def _stop(state: State, at: float, grace: float, why: str, signum: int = SIGTERM
         deadline = min(deadline, state.stop_by)
     stopping = replace(state, phase=Phase.STOPPING, deadline=deadline)
     return stopping, (
-        Emit("stopping", {"reason": why, "kill_in_s": round(deadline - at, 3)}),
+        out.Stopping(reason=why, kill_in_s=round(deadline - at, 3)),
         SignalChild(signum),
     )
 
@@ -127,14 +122,11 @@ def _request_checkpoint(state: State, at: float, budget: float, reason: str, why
     generation = state.generation + 1
     deadline = at + max(0.0, budget)
     asking = replace(state, phase=Phase.CHECKPOINTING, deadline=deadline, generation=generation)
-    fields = {
-        "reason": reason,
-        "why": why,
-        "generation": generation,
-        "deadline_in_s": round(budget, 3),
-    }
+    said = out.CheckpointRequested(
+        reason=reason, why=why, generation=generation, deadline_in_s=round(budget, 3)
+    )
     return asking, (
-        Emit("checkpoint_requested", fields),
+        said,
         RequestCheckpoint(reason, deadline, generation),
     )
 
@@ -158,7 +150,7 @@ def _checkpoint_outcome(state: State, taken: bool) -> Finding:
 
 def _started(config: Config, state: State, event: ChildStarted) -> Result:
     running = replace(state, phase=Phase.RUNNING, attached=False, deadline=None)
-    return running, (Emit("child_started", {"pid": event.pid, "attempt": state.restarts + 1}),)
+    return running, (out.ChildStarted(pid=event.pid, attempt=state.restarts + 1),)
 
 
 def _spawn_failed(config: Config, state: State, event: SpawnFailed) -> Result:
@@ -170,13 +162,13 @@ def _spawn_failed(config: Config, state: State, event: SpawnFailed) -> Result:
 def _attached(config: Config, state: State, event: Attached) -> Result:
     if state.attached:
         return state, ()
-    return replace(state, attached=True), (Emit("trainer_attached", {"ranks": event.ranks}),)
+    return replace(state, attached=True), (out.TrainerAttached(ranks=event.ranks),)
 
 
 def _committed(config: Config, state: State, event: CheckpointCommitted) -> Result:
     state = replace(state, committed_step=event.step)
     actions: tuple[Action, ...] = (
-        Emit("checkpoint_committed", {"step": event.step, "generation": event.generation}),
+        out.CheckpointCommitted(step=event.step, generation=event.generation),
     )
     if state.phase is Phase.CHECKPOINTING and event.generation >= state.generation:
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, True)))
@@ -203,9 +195,9 @@ def _committed(config: Config, state: State, event: CheckpointCommitted) -> Resu
 def _signal(config: Config, state: State, event: SignalReceived) -> Result:
     name = signal_name(event.signum)
     if event.signum not in FORWARDED_SIGNALS:
-        return state, (Emit("signal_ignored", {"signal": name}),)
+        return state, (out.SignalIgnored(signal=name),)
     if event.signum not in STOP_SIGNALS:
-        return state, (Emit("signal_forwarded", {"signal": name}), SignalChild(event.signum))
+        return state, (out.SignalForwarded(signal=name), SignalChild(event.signum))
     finding = Finding(
         "signal",
         "external_signal",
@@ -226,9 +218,9 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
         return _stop(state, event.at, config.grace_period, f"{name} received", event.signum)
     if state.phase is Phase.CHECKPOINTING:  # keep saving, but within the kubelet's budget
         deadline = min(state.deadline or event.at, state.stop_by - config.shutdown_timeout)
-        return replace(state, deadline=deadline), (Emit("signal_received", {"signal": name}),)
+        return replace(state, deadline=deadline), (out.SignalReceived(signal=name),)
     # Already stopping: pass it on (a second Ctrl-C reaches the trainer), keep the deadline.
-    return state, (Emit("signal_forwarded", {"signal": name}), SignalChild(event.signum))
+    return state, (out.SignalForwarded(signal=name), SignalChild(event.signum))
 
 
 def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
@@ -237,7 +229,7 @@ def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
     slow = next((f for f in state.findings if f.kind == STEP_TIME_REGRESSION), None)
     if slow is None:
         return None
-    gpu = next((f for f in state.findings if f.source == "gpu"), None)
+    gpu = next((f for f in state.findings if f.source == Source.GPU), None)
     if gpu is None and not config.degrade_on_step_time:
         return None
     why = f" and the GPU reported: {gpu.summary}" if gpu else " (--degrade-on-step-time)"
@@ -254,7 +246,7 @@ def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
 def _found(config: Config, state: State, event: Found) -> Result:
     finding = event.finding
     state = replace(state, findings=(*state.findings, finding))
-    actions: tuple[Action, ...] = (Emit("finding", finding.as_dict()),)
+    actions: tuple[Action, ...] = (out.FindingReported(finding),)
     if finding.urgency is Urgency.NOTE and state.phase is Phase.RUNNING:
         escalated = _corroborated_slowdown(config, state)
         if escalated is not None:
@@ -284,7 +276,7 @@ def _tick(config: Config, state: State, event: Tick) -> Result:
         return _stop(state, event.at, config.shutdown_timeout, "checkpoint deadline passed")
     if state.phase is Phase.STOPPING:
         killed = replace(state, phase=Phase.KILLED, deadline=None)
-        return killed, (Emit("grace_expired", {}), KillTree())
+        return killed, (out.GraceExpired(), KillTree())
     if state.phase is Phase.BACKOFF:
         attempt = state.restarts + 1
         respawning = replace(state, phase=Phase.STARTING, deadline=None, restarts=attempt)
@@ -308,14 +300,14 @@ def _exited(config: Config, state: State, event: ChildExited) -> Result:
             restarts=state.restarts,
             previous=(*state.previous, code.name),
         )
-        fields = {
-            "class": code.name,
-            "reason": reason,
-            "attempt": state.restarts + 1,
-            "restart_in_s": delay,
-            "restarts_left": config.max_restarts - state.restarts,
-        }
-        return backoff, (KillTree(), Emit("restart_scheduled", fields))
+        said = out.RestartScheduled(
+            klass=code.name,
+            reason=reason,
+            attempt=state.restarts + 1,
+            restart_in_s=delay,
+            restarts_left=config.max_restarts - state.restarts,
+        )
+        return backoff, (KillTree(), said)
     return _finish(state, (code, reason))
 
 

@@ -1,1 +1,121 @@
-"""What supervise tells the world: the event log and the termination message."""
+"""Where outputs go: sinks, and the one router every producer emits through.
+
+Producers (the policy's actions, the loop, the session, the CLI's early exits) build typed
+outputs (`supervisor.core.outputs`) and call `Outputs.emit`. Each sink takes what it needs:
+
+- `eventlog.EventLog`: every output, as one JSON line (stderr or `--event-log`);
+- `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message.
+
+A new sink (metrics, the run ledger) is one module with a `write` and a `close`, added in
+`open_outputs`; no producer changes.
+
+Guarantees: `emit` may be called from any thread and never raises for a sink's failure. A
+sink that cannot be opened or written is reported once (an `output_unwritable` event on the
+other sinks, and one line on stderr), and the run and its exit code go on without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from typing import Protocol
+
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.outputs import Output, OutputUnwritable
+
+
+class Sink(Protocol):
+    """One destination. `write` may raise `OSError`; the router reports it, once."""
+
+    name: str  # the flag that names it, for messages: "--event-log"
+    path: str
+
+    def write(self, output: Output, wall: float, mono: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Outputs:
+    """Routes each output to every sink, stamped once with wall and monotonic time."""
+
+    def __init__(
+        self,
+        sinks: list[Sink],
+        *,
+        clock: Clock | None = None,
+        stderr_lock: threading.Lock | None = None,
+    ) -> None:
+        self._sinks = list(sinks)
+        self._clock = clock or SystemClock()
+        self._failed: set[str] = set()
+        self._lock = threading.Lock()
+        # Shared with the stderr log pump, so an event line never splits a chunk of the
+        # child's output.
+        self.stderr_lock = stderr_lock or threading.Lock()
+
+    def emit(self, output: Output) -> None:
+        wall, mono = self._clock.wall(), self._clock.monotonic()
+        for sink in self._sinks:
+            if sink.name in self._failed:
+                continue
+            try:
+                sink.write(output, wall, mono)
+            except OSError as err:
+                self.lost(sink.name, sink.path, err)
+
+    def lost(self, name: str, path: str, error: BaseException) -> None:
+        """Say once that the sink `name` is gone; it is not written again."""
+        with self._lock:
+            if name in self._failed:
+                return
+            self._failed.add(name)
+        warn(f"cannot write {name} {path}: {error}")
+        self.emit(OutputUnwritable(sink=name, path=path, error=str(error)))
+
+    def close(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except OSError as err:
+                self.lost(sink.name, sink.path, err)
+
+
+def warn(message: str) -> None:
+    """One line on stderr, for a person; silent if stderr itself is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"supervise: warning: {message}", file=sys.stderr, flush=True)
+
+
+def open_outputs(
+    event_log: str | None,
+    termination_log: str | None,
+    *,
+    clock: Clock | None = None,
+) -> Outputs:
+    """The run's sinks. `event_log` None or "-" means stderr; `termination_log` None, none.
+
+    Never raises: an event log that cannot be opened falls back to stderr, said once.
+    """
+    from supervisor.outputs.eventlog import EventLog
+    from supervisor.outputs.termination import TerminationLog
+
+    lock = threading.Lock()
+    # The termination log first: if it fails, the warning reaches the event log before
+    # the `exit` line, which stays the last.
+    sinks: list[Sink] = [] if termination_log is None else [TerminationLog(termination_log)]
+    problem: tuple[str, OSError] | None = None
+    try:
+        sinks.append(EventLog.open(event_log, lock=lock))
+    except OSError as err:
+        problem = (event_log or "-", err)
+        sinks.append(EventLog.open(None, lock=lock))
+    outputs = Outputs(sinks, clock=clock, stderr_lock=lock)
+    if problem is not None:
+        path, err = problem
+        warn(f"cannot open --event-log {path}: {err}; writing events to stderr")
+        outputs.emit(OutputUnwritable(sink="--event-log", path=path, error=str(err)))
+    return outputs
+
+
+__all__ = ["Outputs", "Sink", "open_outputs"]

@@ -19,62 +19,67 @@ import queue
 import select
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
+from supervisor.core import outputs as out
 from supervisor.core import policy
-from supervisor.core.clock import Clock, SystemClock
-from supervisor.core.errors import SpawnError
-from supervisor.core.events import (
-    FORWARDED_SIGNALS,
+from supervisor.core.actions import (
     Action,
-    ChildExited,
-    ChildStarted,
-    Emit,
-    Event,
     Exit,
-    Finding,
-    Found,
     KillTree,
     RequestCheckpoint,
     Respawn,
     SignalChild,
+)
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.errors import SpawnError
+from supervisor.core.events import (
+    FORWARDED_SIGNALS,
+    ChildExited,
+    ChildStarted,
+    Event,
+    Finding,
+    Found,
     SignalReceived,
     SpawnFailed,
     Tick,
     Watchdog,
 )
 from supervisor.core.exitcodes import ExitCode
-from supervisor.core.options import Options
-from supervisor.outputs.eventlog import EventLog, termination_message, write_termination_message
+from supervisor.outputs import Outputs
 from supervisor.process import children
 from supervisor.process.logpump import Activity, LogPump, Matcher
+from supervisor.run.plan import Plan
 
-Emit_ = Callable[[str, Mapping[str, object]], None]
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
 _WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
 
 
-@dataclass
-class Hooks:
-    """Optional edges the loop drives; each defaults to doing nothing."""
+class Edges(Protocol):
+    """What the loop drives besides the child: the session (`supervisor.run.session`)."""
 
-    watchdogs: Sequence[Watchdog] = ()  # run for the whole run (the GPU watchdog)
-    # Built afresh for every attempt of the command (heartbeat and log-silence watchdogs).
-    attempt_watchdogs: Callable[[], Sequence[Watchdog]] | None = None
-    matcher: Matcher | None = None
-    extra_env: Mapping[str, str] = field(default_factory=dict)
-    # Environment for attempt N (0 first): restart count, step to resume from.
-    attempt_env: Callable[[int], Mapping[str, str]] | None = None
-    request_checkpoint: Callable[[RequestCheckpoint], None] | None = None
-    # Evidence only readable once the child is gone (torchrun's error file), before its
-    # exit is classified.
-    exit_findings: Callable[[], Sequence[Finding]] | None = None
-    activity: Activity | None = None  # when the child last wrote; shared with watchdogs
-    # Called with the emitter once the event log is open, before the child starts.
-    on_start: Callable[[Emit_], None] | None = None
-    # Called with the verdict and the emitter after the tree is gone, before the exit event.
-    on_exit: Callable[[ExitCode, Emit_], None] | None = None
+    watchdogs: Sequence[Watchdog]  # for the whole run (the GPU watchdog)
+    matcher: Matcher  # shown every line of the child's output
+    activity: Activity  # when the child last wrote; shared with watchdogs
+
+    def start(self, outputs: Outputs) -> None:
+        """Once the outputs are open, before the child starts."""
+
+    def attempt_env(self, attempt: int) -> Mapping[str, str]:
+        """What attempt `attempt` (0 first) adds to the environment."""
+
+    def attempt_watchdogs(self) -> Sequence[Watchdog]:
+        """Fresh watchdogs for one attempt of the command."""
+
+    def request_checkpoint(self, request: RequestCheckpoint) -> None:
+        """Ask the training ranks to checkpoint."""
+
+    def exit_findings(self) -> Sequence[Finding]:
+        """Evidence only readable once the child is gone, weighed before its exit."""
+
+    def close(self, code: ExitCode, outputs: Outputs) -> None:
+        """After the tree is gone, before the verdict is emitted."""
 
 
 class _Inbox:
@@ -125,21 +130,16 @@ def _noop(signum: int, frame: object) -> None:
 
 
 class Supervisor:
-    """One supervised run. Build it, call `run()` once."""
+    """One supervised run of a plan. Build it, call `run()` once."""
 
-    def __init__(self, options: Options, hooks: Hooks | None = None, clock: Clock | None = None):
-        self.options = options
-        self.hooks = hooks or Hooks()
+    def __init__(
+        self, plan: Plan, edges: Edges, outputs: Outputs, clock: Clock | None = None
+    ) -> None:
+        self.plan = plan
+        self.edges = edges
+        self.outputs = outputs
         self.clock = clock or SystemClock()
-        self.config = policy_config(options)
         self.state = policy.State()
-        self._output_lock = threading.Lock()  # shared by the stderr pump and the event log
-        self.events = EventLog(
-            options.event_log,
-            lock=self._output_lock,
-            monotonic=self.clock.monotonic,
-            wall=self.clock.wall,
-        )
         self._inbox = _Inbox()
         self._child: children.Spawned | None = None
         self._pumps: list[LogPump] = []
@@ -148,7 +148,6 @@ class Supervisor:
         self._drained = True  # every attempt's output reached EOF
         self._exit: Exit | None = None
         self._orphans_reaped = 0
-        self.activity = self.hooks.activity or Activity(self.clock.monotonic())
 
     # -------------------------------------------------------------------- the run
 
@@ -159,9 +158,8 @@ class Supervisor:
             children.become_subreaper()
             for fd in (1, 2):  # where the pumps write: the container runtime's pipes
                 children.widen_pipe(fd)
-            if self.hooks.on_start is not None:
-                self.hooks.on_start(self.events.emit)
-            for watchdog in self.hooks.watchdogs:
+            self.edges.start(self.outputs)
+            for watchdog in self.edges.watchdogs:
                 watchdog.start(self._inbox.put, self.clock.monotonic)
             self._launch(0)
             while self._exit is None:
@@ -172,7 +170,6 @@ class Supervisor:
         finally:
             signals.close()
             self._inbox.close()
-            self.events.close()
 
     def _launch(self, attempt: int) -> None:
         """Start attempt `attempt` of the command: spawn it and watch it."""
@@ -181,8 +178,7 @@ class Supervisor:
         self._apply(event)
         if isinstance(event, ChildStarted):
             self._start_pumps()
-            if self.hooks.attempt_watchdogs is not None:
-                self._attempt_watchdogs = self.hooks.attempt_watchdogs()
+            self._attempt_watchdogs = self.edges.attempt_watchdogs()
             for watchdog in self._attempt_watchdogs:
                 watchdog.start(self._inbox.put, self.clock.monotonic)
 
@@ -196,15 +192,13 @@ class Supervisor:
         self._drained = self._drained and drained
 
     def _spawn(self, attempt: int) -> Event:
-        env = {**os.environ, **self.hooks.extra_env}
-        if self.hooks.attempt_env is not None:
-            env.update(self.hooks.attempt_env(attempt))
+        env = {**os.environ, **self.edges.attempt_env(attempt)}
         now = self.clock.monotonic()
         try:
-            self._child = children.spawn(self.options.command, env)
+            self._child = children.spawn(self.plan.command, env)
         except SpawnError as err:
             return SpawnFailed(str(err), now)
-        self.events.emit("started", {"command": list(self.options.command), "attempt": attempt})
+        self.outputs.emit(out.Started(command=self.plan.command, attempt=attempt))
         return ChildStarted(self._child.pid, now)
 
     def _start_pumps(self) -> None:
@@ -217,14 +211,12 @@ class Supervisor:
                 name,
                 source,
                 sink,
-                lock=self._output_lock if sink == 2 else threading.Lock(),
-                activity=self.activity,
+                lock=self.outputs.stderr_lock if sink == 2 else threading.Lock(),
+                activity=self.edges.activity,
                 monotonic=self.clock.monotonic,
-                matcher=self.hooks.matcher,
+                matcher=self.edges.matcher,
                 on_finding=lambda f: self._inbox.put(Found(f, self.clock.monotonic())),
-                on_sink_lost=lambda n, e: self.events.emit(
-                    "output_lost", {"stream": n, "error": str(e)}
-                ),
+                on_sink_lost=lambda n, e: self.outputs.emit(out.OutputLost(stream=n, error=str(e))),
             )
             pump.start()
             self._pumps.append(pump)
@@ -263,9 +255,8 @@ class Supervisor:
                 children.kill_tree()
                 self._retire_attempt()
                 self._dispatch_inbox()
-                if self.hooks.exit_findings is not None:
-                    for finding in self.hooks.exit_findings():
-                        self._apply(Found(finding, now))
+                for finding in self.edges.exit_findings():
+                    self._apply(Found(finding, now))
                 self._apply(ChildExited(status, now))
             else:
                 self._orphans_reaped += 1
@@ -275,24 +266,23 @@ class Supervisor:
     def _apply(self, event: Event) -> None:
         if self._exit is not None:
             return
-        self.state, actions = policy.step(self.config, self.state, event)
+        self.state, actions = policy.step(self.plan.policy, self.state, event)
         for action in actions:
             self._execute(action)
 
     def _execute(self, action: Action) -> None:
         match action:
-            case Emit(event=name, fields=fields):
-                self.events.emit(name, fields)
+            case out.Output():
+                self.outputs.emit(action)
             case SignalChild(signum=signum):
                 if self._child is not None and self._child.popen.returncode is None:
                     children.send(self._child.pid, signum)
             case KillTree():
                 killed = children.kill_tree()
                 if killed:
-                    self.events.emit("tree_killed", {"processes": killed})
+                    self.outputs.emit(out.TreeKilled(processes=killed))
             case RequestCheckpoint():
-                if self.hooks.request_checkpoint is not None:
-                    self.hooks.request_checkpoint(action)
+                self.edges.request_checkpoint(action)
             case Respawn(attempt=attempt):
                 self._relaunch = attempt
             case Exit():
@@ -301,49 +291,19 @@ class Supervisor:
     # ------------------------------------------------------------------- finish
 
     def _finish(self, verdict: Exit) -> ExitCode:
-        for watchdog in self.hooks.watchdogs:
+        for watchdog in self.edges.watchdogs:
             watchdog.stop()
         children.kill_tree()
         children.reap()
         self._retire_attempt()  # already done if the child exited; not after a spawn failure
-        if self.hooks.on_exit is not None:
-            self.hooks.on_exit(verdict.code, self.events.emit)
-        text = termination_message(verdict.code, verdict.reason, verdict.evidence)
-        error = write_termination_message(self.options.termination_log, text)
-        if error is not None:
-            self.events.emit(
-                "termination_log_unwritable",
-                {"path": self.options.termination_log, "error": str(error)},
+        self.edges.close(verdict.code, self.outputs)
+        self.outputs.emit(
+            out.Exited(
+                verdict.code,
+                verdict.reason,
+                verdict.evidence,
+                orphans_reaped=self._orphans_reaped,
+                output_drained=self._drained,
             )
-        self.events.emit(
-            "exit",
-            {
-                "exitCode": verdict.code.code,
-                "name": verdict.code.name,
-                "reason": verdict.reason,
-                "evidence": [f.as_dict() for f in verdict.evidence],
-                "orphansReaped": self._orphans_reaped,
-                "outputDrained": self._drained,
-            },
         )
         return verdict.code
-
-
-def policy_config(options: Options) -> policy.Config:
-    restart_on = {ExitCode.HANG, ExitCode.INFRA_FAILED}
-    if options.restart_on_training_failure:
-        restart_on.add(ExitCode.TRAINING_FAILED)
-    return policy.Config(
-        grace_period=options.grace_period,
-        failure_grace=options.failure_grace,
-        shutdown_timeout=options.shutdown_timeout,
-        degraded_deadline=options.degraded_deadline,
-        degrade_on_step_time=options.degrade_on_step_time,
-        max_restarts=options.max_restarts,
-        restart_on=frozenset(restart_on),
-    )
-
-
-def run(options: Options, hooks: Hooks | None = None) -> ExitCode:
-    """Supervise one run of `options.command`; see `Supervisor`."""
-    return Supervisor(options, hooks).run()

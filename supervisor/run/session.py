@@ -1,10 +1,15 @@
-"""Everything one supervised run needs, assembled from its options.
+"""A run's resources, opened from its plan: the edges the loop drives.
 
-`open_session` builds, in order: a private run directory, the shared-memory channel the
-training ranks beat into, the watchdogs (heartbeat hang detection, the optional log-silence
-fallback, the GPU watchdog), the log matcher, and the child's environment. `Session.close`
-persists what should outlive the run (the hang calibration) and removes the run directory
-unless the run failed, when its stack dumps and Flight Recorder files are evidence.
+`Session.open(plan)` makes the shared-memory channel the training ranks beat into, the
+stacks directory, the GPU watchdog (absent without NVML, said in a note), loads the hang
+calibration, and resolves the step the first attempt resumes from. What the loop needs
+from it is the `Edges` protocol in `supervisor.run.loop`: watchdogs for the whole run and
+for each attempt, each attempt's environment, checkpoint requests, the evidence that is
+only readable once the child is gone, and `close`.
+
+`close` persists what should outlive the run (the hang calibration) and removes the run
+directory unless the run failed, when its stack dumps and Flight Recorder files are
+evidence.
 
 Layer: L3, next to the loop; it is the one place that knows which edges a run uses.
 """
@@ -15,81 +20,148 @@ import contextlib
 import functools
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
-from supervisor.channel import (
-    ENV_CHANNEL,
-    ENV_RESTART_COUNT,
-    ENV_RESUME_STEP,
-    ENV_STACKS_DIR,
-    Channel,
-)
+from supervisor.channel import ENV_RESTART_COUNT, ENV_RESUME_STEP, Channel
+from supervisor.core import outputs as out
+from supervisor.core.actions import RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
 from supervisor.core.errors import SuperviseError
 from supervisor.core.events import Finding, Watchdog
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.matchers import DEFAULT_MATCHER
 from supervisor.hang import stacks
-from supervisor.hang.options import HangOptions
 from supervisor.hang.state import load_calibration, save_calibration
 from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog
-from supervisor.k8s.launch import LaunchOverrides, torchrun_command
-from supervisor.process.logpump import Activity
+from supervisor.outputs import Outputs
+from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
-from supervisor.run.loop import Hooks
-from supervisor.watch import steptime
+from supervisor.run.plan import Plan
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
 from supervisor.watch.steptime_watchdog import StepTimeWatchdog
 
-ENV_RUN_DIR = "SUPERVISE_RUN_DIR"
-CALIBRATION_FILE = "supervise-hang-calibration.json"
 
-Emit = Callable[[str, Mapping[str, object]], None]
+def make_run_dir() -> str:
+    """A new 0700 directory, on memory-backed storage where there is one (the channel is
+    hot), for one run's channel, stack dumps and Flight Recorder files."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="supervise-", dir=base)
 
 
-@dataclass
 class Session:
-    run_dir: str
-    channel: Channel
-    hooks: Hooks
-    hang: HangWatchdog
-    calibration_path: str | None
-    notes: list[str] = field(default_factory=list)
-    resume: Callable[[], int | None] | None = None  # the latest committed step, if any
-    error_file: str | None = None  # torchrun's root-cause error file, when launching it
-    resume_step: int | None = None  # what the current attempt resumes from
+    """The resources of one run. Build with `open`; the loop calls the rest."""
 
-    def launch_torchrun(
+    matcher: Matcher = DEFAULT_MATCHER
+
+    def __init__(
         self,
-        nproc_per_node: int,
-        command: Sequence[str],
-        overrides: LaunchOverrides,
-        grace_period: float,
-    ) -> list[str]:
-        """The torchrun argv for `command`; its env additions join the child's environment.
-
-        Raises `ConfigError` when the topology cannot be derived from the environment.
-        """
-        env = dict(os.environ)
-        env.setdefault("HOSTNAME", socket.gethostname())  # the Indexed Job derivation reads it
-        self.error_file = os.path.join(self.run_dir, "torchrun-error.json")
-        argv, additions = torchrun_command(
-            nproc_per_node, command, env, overrides, self.error_file, grace_period=grace_period
+        plan: Plan,
+        channel: Channel,
+        activity: Activity,
+        *,
+        gpu_watchdog: Watchdog | None,
+        resume: Callable[[], int | None] | None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.plan = plan
+        self.channel = channel
+        self.activity = activity
+        self.watchdogs: tuple[Watchdog, ...] = (gpu_watchdog,) if gpu_watchdog else ()
+        self._resume = resume
+        self._notes = list(notes)
+        calibration = None
+        if plan.calibration_path is not None:
+            calibration, note = load_calibration(plan.calibration_path, plan.hang.calibration)
+            if note:
+                self._notes.append(note)
+        self._collect = functools.partial(
+            _collect,
+            stacks_dir=plan.stacks_dir,
+            run_dir=plan.run_dir,
+            timeout=plan.hang.stack_timeout,
         )
-        self.hooks.extra_env = {**self.hooks.extra_env, **additions}
-        return argv
+        self.hang = HangWatchdog(channel, plan.hang, calibration, collect_stacks=self._collect)
+        # StorageError: INFRA_FAILED before anything starts.
+        self.resume_step = resume() if resume is not None else None
+
+    @classmethod
+    def open(
+        cls,
+        plan: Plan,
+        activity: Activity,
+        *,
+        gpu_watchdog: Watchdog | None = None,
+        resume: Callable[[], int | None] | None = None,
+        notes: Sequence[str] = (),
+    ) -> Session:
+        """Create the channel and the stacks directory inside `plan.run_dir`.
+
+        Raises `ConfigError` when the channel cannot be created, and `StorageError` when
+        the checkpoint storage cannot be read to find the step to resume from.
+        """
+        os.mkdir(plan.stacks_dir, 0o700)
+        channel = Channel.create(plan.channel_path)
+        try:
+            return cls(
+                plan, channel, activity, gpu_watchdog=gpu_watchdog, resume=resume, notes=notes
+            )
+        except BaseException:
+            channel.close()
+            raise
+
+    # -------------------------------------------------------------- what the loop calls
+
+    def start(self, outputs: Outputs) -> None:
+        """Say, once the outputs are open, what the session had to work around."""
+        for note in self._notes:
+            outputs.emit(out.Note(message=note))
+
+    def attempt_env(self, attempt: int) -> dict[str, str]:
+        """What attempt `attempt` (0 first) adds to the environment: the plan's variables,
+        its restart count and the step to resume from.
+
+        The first attempt's step was resolved by `open`, which raised if storage could not
+        be read. A restart looks again, since the failed attempt may have committed newer
+        steps; if storage fails now, the previous answer stands.
+        """
+        if attempt > 0 and self._resume is not None:
+            with contextlib.suppress(SuperviseError, OSError, ValueError):
+                self.resume_step = self._resume()
+        step = self.resume_step
+        publish_attempt(self.channel, step, attempt)
+        env = {**self.plan.env, ENV_RESTART_COUNT: str(attempt)}
+        if step is not None:
+            env[ENV_RESUME_STEP] = str(step)
+        return env
+
+    def attempt_watchdogs(self) -> list[Watchdog]:
+        """Fresh watchdogs for one attempt; the heartbeat one carries what the last learnt."""
+        plan = self.plan
+        self.hang = HangWatchdog(
+            self.channel, plan.hang, self.hang.calibration, collect_stacks=self._collect
+        )
+        watchdogs: list[Watchdog] = [
+            self.hang,
+            HandshakeWatcher(self.channel),
+            StepTimeWatchdog(self.channel, plan.pace),
+        ]
+        if plan.hang.log_silence_timeout is not None:
+            timeout = plan.hang.log_silence_timeout
+            watchdogs.append(LogSilenceWatchdog(lambda: self.activity.last_output, timeout))
+        return watchdogs
+
+    def request_checkpoint(self, request: RequestCheckpoint) -> None:
+        publish_request(self.channel, request)
 
     def exit_findings(self) -> list[Finding]:
         """The root cause torchrun recorded, so its "exit 1 for everything" is never the class."""
-        if self.error_file is None:
+        if self.plan.error_file is None:
             return []
         try:
-            with open(self.error_file, encoding="utf-8") as f:
+            with open(self.plan.error_file, encoding="utf-8") as f:
                 text = f.read()
-            os.unlink(self.error_file)  # the next attempt must not read it again
+            os.unlink(self.plan.error_file)  # the next attempt must not read it again
         except OSError:
             return []
         error = read_error_file(text)
@@ -102,115 +174,20 @@ class Session:
             )
         ]
 
-    def attempt_env(self, attempt: int) -> dict[str, str]:
-        """What attempt `attempt` (0 first) is told: its restart count and where to resume.
-
-        The first attempt's step was resolved by `open_session`, which raised if storage
-        could not be read. A restart looks again, since the failed attempt may have
-        committed newer steps; if storage fails now, the previous answer stands.
-        """
-        if attempt > 0 and self.resume is not None:
-            with contextlib.suppress(SuperviseError, OSError, ValueError):
-                self.resume_step = self.resume()
-        step = self.resume_step
-        publish_attempt(self.channel, step, attempt)
-        env = {ENV_RESTART_COUNT: str(attempt)}
-        if step is not None:
-            env[ENV_RESUME_STEP] = str(step)
-        return env
-
-    def start(self, emit: Emit) -> None:
-        """Say, once the event log is open, what the session had to work around."""
-        for note in self.notes:
-            emit("note", {"message": note})
-
-    def close(self, code: ExitCode, emit: Emit) -> None:
+    def close(self, code: ExitCode, outputs: Outputs) -> None:
         """Persist the calibration, release the channel, tidy the run directory."""
-        if self.calibration_path is not None and self.hang.calibration.intervals:
+        path = self.plan.calibration_path
+        if path is not None and self.hang.calibration.intervals:
             try:
-                os.makedirs(os.path.dirname(self.calibration_path), exist_ok=True)
-                save_calibration(self.calibration_path, self.hang.calibration)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                save_calibration(path, self.hang.calibration)
             except OSError as err:
-                emit("calibration_not_saved", {"path": self.calibration_path, "error": str(err)})
+                outputs.emit(out.CalibrationNotSaved(path=path, error=str(err)))
         self.channel.close()
         if code is ExitCode.SUCCEEDED:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            shutil.rmtree(self.plan.run_dir, ignore_errors=True)
         else:
-            emit("run_dir_kept", {"path": self.run_dir})
-
-
-def _private_dir() -> str:
-    """A 0700 directory on memory-backed storage where there is one (the channel is hot)."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="supervise-", dir=base)
-
-
-def open_session(
-    hang_options: HangOptions,
-    activity: Activity,
-    *,
-    state_dir: str | None = None,
-    gpu_watchdog: Watchdog | None = None,
-    resume: Callable[[], int | None] | None = None,
-    pace: steptime.Config | None = None,
-) -> Session:
-    """Build the run's edges. Raises `ConfigError` when the channel cannot be created."""
-    pace = pace or steptime.Config()
-    run_dir = _private_dir()
-    stacks_dir = os.path.join(run_dir, "stacks")
-    os.mkdir(stacks_dir, 0o700)
-    channel = Channel.create(os.path.join(run_dir, "channel"))
-
-    calibration_path = os.path.join(state_dir, CALIBRATION_FILE) if state_dir else None
-    notes: list[str] = []
-    calibration = None
-    if calibration_path is not None:
-        calibration, note = load_calibration(calibration_path, hang_options.calibration)
-        if note:
-            notes.append(note)
-
-    collect = functools.partial(
-        _collect, stacks_dir=stacks_dir, run_dir=run_dir, timeout=hang_options.stack_timeout
-    )
-    hang = HangWatchdog(channel, hang_options, calibration, collect_stacks=collect)
-    session = Session(run_dir, channel, Hooks(), hang, calibration_path, notes, resume)
-    if resume is not None:
-        session.resume_step = resume()  # StorageError: INFRA_FAILED before anything starts
-
-    def attempt_watchdogs() -> list[Watchdog]:
-        # A fresh heartbeat watchdog per attempt, carrying what the last one learnt.
-        session.hang = HangWatchdog(
-            channel, hang_options, session.hang.calibration, collect_stacks=collect
-        )
-        watchdogs: list[Watchdog] = [
-            session.hang,
-            HandshakeWatcher(channel),
-            StepTimeWatchdog(channel, pace),
-        ]
-        if hang_options.log_silence_timeout is not None:
-            timeout = hang_options.log_silence_timeout
-            watchdogs.append(LogSilenceWatchdog(lambda: activity.last_output, timeout))
-        return watchdogs
-
-    env = {
-        ENV_CHANNEL: channel.path,
-        ENV_STACKS_DIR: stacks_dir,
-        ENV_RUN_DIR: run_dir,
-        **stacks.child_env_defaults(run_dir),
-    }
-    session.hooks = Hooks(
-        watchdogs=[gpu_watchdog] if gpu_watchdog is not None else [],
-        attempt_watchdogs=attempt_watchdogs,
-        matcher=DEFAULT_MATCHER,
-        extra_env=env,
-        attempt_env=session.attempt_env,
-        request_checkpoint=lambda request: publish_request(channel, request),
-        exit_findings=session.exit_findings,
-        activity=activity,
-        on_start=session.start,
-        on_exit=session.close,
-    )
-    return session
+            outputs.emit(out.RunDirKept(path=self.plan.run_dir))
 
 
 def _collect(

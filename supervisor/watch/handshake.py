@@ -18,10 +18,10 @@ The header has one writer: the loop's thread calls both publish functions.
 from __future__ import annotations
 
 from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
+from supervisor.core.actions import RequestCheckpoint
 from supervisor.core.events import (
     Attached,
     CheckpointCommitted,
-    RequestCheckpoint,
 )
 from supervisor.watch.poller import Poller
 

@@ -11,7 +11,8 @@ from supervisor.core.errors import ConfigError
 from supervisor.core.events import Finding, Urgency
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
-from supervisor.outputs.eventlog import TERMINATION_MESSAGE_LIMIT, termination_message
+from supervisor.core.outputs import Exited
+from supervisor.outputs.termination import TERMINATION_MESSAGE_LIMIT, termination_message
 
 
 @pytest.mark.parametrize("grace", [-1.0, math.inf, math.nan])
@@ -37,7 +38,7 @@ def test_small_message_is_complete() -> None:
             "child", "exit", "The training command exited with status 3.", detail={"exitStatus": 3}
         )
     ]
-    body = json.loads(termination_message(ExitCode.TRAINING_FAILED, "why", evidence))
+    body = json.loads(termination_message(Exited(ExitCode.TRAINING_FAILED, "why", tuple(evidence))))
     assert body == {
         "exitCode": 80,
         "name": "TRAINING_FAILED",
@@ -59,7 +60,7 @@ def test_huge_evidence_is_shrunk_below_the_limit_keeping_the_decisive_finding_fi
         "hang", "stall", "rank 1 stalled", ExitCode.HANG, Urgency.STOP, {"stack": "x" * 10_000}
     )
     noise = [Finding("log", f"n{i}", "y" * 500, detail={"line": "z" * 2000}) for i in range(50)]
-    text = termination_message(ExitCode.HANG, "r" * 100, [*noise, decisive])
+    text = termination_message(Exited(ExitCode.HANG, "r" * 100, (*noise, decisive)))
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     body = json.loads(text)
     assert body["evidence"][0]["kind"] == "stall"
@@ -67,6 +68,6 @@ def test_huge_evidence_is_shrunk_below_the_limit_keeping_the_decisive_finding_fi
 
 
 def test_even_an_absurd_reason_fits() -> None:
-    text = termination_message(ExitCode.TRAINING_FAILED, "é" * 10_000, [])
+    text = termination_message(Exited(ExitCode.TRAINING_FAILED, "é" * 10_000))
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     assert json.loads(text)["exitCode"] == 80

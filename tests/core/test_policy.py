@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from supervisor.core import policy
+from supervisor.core.actions import Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
 from supervisor.core.classify import PRECEDENCE, classify
 from supervisor.core.clock import FakeClock
 from supervisor.core.events import (
@@ -15,20 +16,15 @@ from supervisor.core.events import (
     ChildExited,
     ChildStarted,
     ChildStatus,
-    Emit,
-    Exit,
     Finding,
     Found,
-    KillTree,
-    RequestCheckpoint,
-    Respawn,
-    SignalChild,
     SignalReceived,
     SpawnFailed,
     Tick,
     Urgency,
 )
 from supervisor.core.exitcodes import ExitCode
+from supervisor.core.outputs import Output
 from supervisor.core.policy import Phase
 
 CONFIG = policy.Config(grace_period=10.0, failure_grace=2.0)
@@ -46,7 +42,7 @@ class Run:
         event = make(*args, self.clock.monotonic())
         self.state, actions = policy.step(CONFIG, self.state, event)
         self.actions.extend(actions)
-        return [a for a in actions if not isinstance(a, Emit)]
+        return [a for a in actions if not isinstance(a, Output)]
 
     def started(self) -> Run:
         self.send(ChildStarted, 123)
@@ -315,7 +311,7 @@ def test_restarts_with_backoff_then_exits_with_the_last_class() -> None:
 
     def step(event):
         run.state, actions = policy.step(RESTARTING, run.state, event)
-        return [a for a in actions if not isinstance(a, Emit)]
+        return [a for a in actions if not isinstance(a, Output)]
 
     for attempt in (1, 2):
         step(Found(hang, run.clock.monotonic()))

@@ -26,6 +26,17 @@ def test_readme_table_is_generated_from_the_enum() -> None:
     )
 
 
+def test_readme_event_table_is_generated_from_the_output_registry() -> None:
+    from supervisor.core import outputs
+
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- events:begin -->\n(.*?)\n<!-- events:end -->", readme, re.S)
+    assert found, "README lost its events markers"
+    assert found.group(1) == outputs.markdown_table(), (
+        "regenerate with supervisor.core.outputs.markdown_table()"
+    )
+
+
 def test_import_supervisor_is_light() -> None:
     code = "import sys, supervisor; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout

@@ -5,16 +5,15 @@ from __future__ import annotations
 import signal
 
 from supervisor.core import policy
+from supervisor.core.actions import RequestCheckpoint, SignalChild
 from supervisor.core.events import (
     ChildStarted,
-    Emit,
     Finding,
     Found,
-    RequestCheckpoint,
-    SignalChild,
     Urgency,
 )
 from supervisor.core.exitcodes import ExitCode
+from supervisor.core.outputs import Output
 from supervisor.watch import steptime
 
 CONFIG = steptime.Config(
@@ -72,7 +71,7 @@ def run_findings(config: policy.Config, *findings: Finding) -> tuple[policy.Stat
     actions: list = []
     for finding in findings:
         state, more = policy.step(config, state, Found(finding, 1.0))
-        actions += [a for a in more if not isinstance(a, Emit)]
+        actions += [a for a in more if not isinstance(a, Output)]
     return state, actions
 
 
@@ -93,6 +92,6 @@ def test_opting_in_makes_a_slowdown_alone_degraded() -> None:
     config = policy.Config(grace_period=10, degrade_on_step_time=True)
     state = policy.State(policy.Phase.RUNNING, attached=True)
     state, actions = policy.step(config, state, Found(SLOW, 5.0))
-    assert [a for a in actions if not isinstance(a, Emit)] == [
+    assert [a for a in actions if not isinstance(a, Output)] == [
         RequestCheckpoint("degraded", 5.0 + config.degraded_deadline, 1)
     ]

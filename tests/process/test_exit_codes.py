@@ -143,8 +143,11 @@ def test_unwritable_termination_log_is_a_warning_not_a_failure(tmp_path: Path) -
         timeout=60,
     )
     assert proc.returncode == 80
-    names = [json.loads(line)["event"] for line in events.read_text().splitlines()]
-    assert "termination_log_unwritable" in names
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    warning = next(e for e in lines if e["event"] == "output_unwritable")
+    assert warning["sink"] == "--termination-log"
+    assert lines[-1]["event"] == "exit"
+    assert b"cannot write --termination-log" in proc.stderr
 
 
 def test_event_log_goes_to_stderr_by_default(tmp_path: Path) -> None:
@@ -218,3 +221,29 @@ def test_help_lists_every_run_flag_with_its_environment_twin() -> None:
             assert info.envvar and info.envvar.startswith("SUPERVISE_"), info.param_decls
             assert f"env var: {info.envvar}" in help_text
     assert flags >= 3
+
+
+def test_an_event_log_that_cannot_be_opened_falls_back_to_stderr(tmp_path: Path) -> None:
+    term = tmp_path / "term"
+    proc = subprocess.run(
+        [
+            SUPERVISE,
+            "--termination-log",
+            str(term),
+            "--event-log",
+            str(tmp_path / "missing" / "events"),
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 80
+    lines = proc.stderr.decode().splitlines()
+    assert lines[0].startswith("supervise: warning: cannot open --event-log")
+    events = [json.loads(line) for line in lines[1:]]
+    assert events[0]["event"] == "output_unwritable"
+    assert events[-1]["event"] == "exit"
+    assert json.loads(term.read_text())["exitCode"] == 80

@@ -1,0 +1,124 @@
+"""`supervise()`: one supervised run, start to verdict, as a table of contents.
+
+1. Open the outputs (event log, termination message): everything after this is said there.
+2. With `--preflight`, check the GPUs once; a bad one is the verdict, nothing starts.
+3. Build the plan (what to spawn, with what environment) in a fresh run directory.
+4. Open the session (channel, watchdogs, calibration, the step to resume from).
+5. Run the loop until it has a verdict, and return the class.
+
+Whatever stops a run before its command starts (`SuperviseError`: bad configuration 81,
+unreadable checkpoint storage 86) is a verdict like any other: one line on stderr for a
+person, then the `exit` event and the termination message. The run directory is removed
+when nothing was started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+
+from supervisor.core import outputs as out
+from supervisor.core.errors import SuperviseError
+from supervisor.core.exitcodes import ExitCode
+from supervisor.core.options import Options
+from supervisor.gpu.watchdog import GpuOptions
+from supervisor.hang.options import HangOptions
+from supervisor.outputs import Outputs, open_outputs
+from supervisor.process.logpump import Activity
+from supervisor.run.loop import Supervisor
+from supervisor.run.plan import Launch, Plan, build_plan
+from supervisor.run.session import Session, make_run_dir
+from supervisor.watch import steptime
+
+
+def supervise(
+    options: Options,
+    hang: HangOptions,
+    gpu: GpuOptions,
+    *,
+    preflight: bool = False,
+    launch: Launch | None = None,
+    checkpoint_dir: str | None = None,
+    pace: steptime.Config | None = None,
+) -> ExitCode:
+    """Supervise `options.command` and return the class to exit with. Raises nothing for
+    failures of the run; they are verdicts."""
+    outputs = open_outputs(options.event_log, options.termination_log)
+    try:
+        notes: list[str] = []  # said as `note` events once the session starts
+        try:
+            if preflight:
+                verdict = _preflight(gpu, notes, outputs)
+                if verdict is not None:
+                    return verdict
+            run_dir = make_run_dir()
+            try:
+                plan = build_plan(
+                    options,
+                    hang,
+                    gpu,
+                    run_dir=run_dir,
+                    environ=_environ(),
+                    launch=launch,
+                    checkpoint_dir=checkpoint_dir,
+                    pace=pace,
+                )
+                session = _open_session(plan, notes)
+            except BaseException:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+        except SuperviseError as err:
+            print(f"supervise: error: {err}", file=sys.stderr)
+            outputs.emit(out.refused(err.exit_code, str(err)))
+            return err.exit_code
+        return Supervisor(plan, session, outputs).run()
+    finally:
+        outputs.close()
+
+
+def _preflight(gpu: GpuOptions, notes: list[str], outputs: Outputs) -> ExitCode | None:
+    """`--preflight`: the verdict when a GPU is failed or degraded, else None (go on)."""
+    from supervisor.gpu.doctor import preflight
+
+    code, findings = preflight(gpu, notes.append)
+    if code is ExitCode.SUCCEEDED:
+        return None
+    for note in notes:
+        outputs.emit(out.Note(message=note))
+    outputs.emit(out.Exited(code, findings[0].summary, tuple(findings)))
+    return code
+
+
+def _open_session(plan: Plan, notes: list[str]) -> Session:
+    from supervisor.gpu.watchdog import build_gpu_watchdog
+
+    gpu_watchdog = build_gpu_watchdog(plan.gpu, notes.append)
+    return Session.open(
+        plan,
+        Activity(time.monotonic()),
+        gpu_watchdog=gpu_watchdog,
+        resume=_resolver(plan.checkpoint_dir),
+        notes=notes,
+    )
+
+
+def _environ() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HOSTNAME", socket.gethostname())  # the Indexed Job derivation reads it
+    return env
+
+
+def _resolver(checkpoint_dir: str | None):  # type: ignore[no-untyped-def]
+    """The latest committed step in `checkpoint_dir`, looked up afresh for each attempt."""
+    if not checkpoint_dir:
+        return None
+
+    def latest() -> int | None:
+        from supervisor import storage
+
+        return storage.latest(checkpoint_dir)
+
+    return latest
