@@ -27,8 +27,11 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.core.options", 0),
     ("supervisor.core.outputs", 0),
     ("supervisor.core.actions", 0),
+    ("supervisor.gang", 0),
+    ("supervisor.gang.records", 0),
     # L1 decisions: pure, L0 only
     ("supervisor.core.*", 1),
+    ("supervisor.gang.*", 1),
     ("supervisor.gpu.catalog", 1),
     ("supervisor.hang.calibration", 1),
     ("supervisor.storage.retention", 1),

@@ -12,6 +12,9 @@ The rule, in full:
 When several findings argue for different classes, `PRECEDENCE` decides: causes outside the
 workload (hardware, then the pod being told to leave) outrank their symptoms (a collective
 that timed out because a peer vanished, transport errors), which outrank the application.
+PEER_LEFT sits between the two: no local watchdog ever argues for it; it comes only from a
+peer's verdict in the run ledger, which explains this pod's symptoms but yields to a cause
+found here.
 Among findings of the same class the earliest wins, because the first error is usually the
 root cause.
 """
@@ -27,6 +30,7 @@ PRECEDENCE: tuple[ExitCode, ...] = (
     ExitCode.DEVICE_FAILED,
     ExitCode.DEVICE_DEGRADED,
     ExitCode.PREEMPTED,
+    ExitCode.PEER_LEFT,
     ExitCode.HANG,
     ExitCode.INFRA_FAILED,
     ExitCode.TRAINING_FAILED,

@@ -85,6 +85,14 @@ class ExitCode(_Row, enum.Enum):
         "storage unreachable.",
         "Check the network fabric and storage named in the evidence; a retry often succeeds.",
     )
+    PEER_LEFT = _Row(
+        87,
+        Action.IGNORE,
+        "Another pod of the same gang left first, and this one stopped because the gang "
+        "cannot go on without it.",
+        "Nothing for this pod; the evidence names the pod that left first, whose exit code "
+        "and evidence say what happened and what to do.",
+    )
 
     @property
     def retriable(self) -> bool:

@@ -75,6 +75,14 @@ def _jobset_lines(code: int, opts: RenderOptions) -> list[str]:
     job_spec = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
     pod = simulate.FailedPod(namespace="ns", name="p", containers={CONTAINER: code})
     inner = simulate.job_verdict(job_spec["podFailurePolicy"], pod)
+    if inner.action == "Ignore":
+        rule = job_spec["podFailurePolicy"]["rules"][inner.rule_index]
+        return [
+            f"  JobSet (supervise k8s jobset): podFailurePolicy rule {inner.rule_index} "
+            f"({_rule_text(rule)}) -> Ignore: the pod is replaced uncounted and its Job does "
+            "not fail, so the JobSet does not react to this pod; the pod that holds the "
+            "incident fails its own Job, and its code alone decides the restart."
+        ]
     if inner.action == "FailJob" and inner.message is not None:
         reason, message = rules.REASON_POD_FAILURE_POLICY, inner.message
         how = f"the Job fails (FailJob rule {inner.rule_index}, reason {reason})"

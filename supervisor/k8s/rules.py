@@ -17,22 +17,31 @@ and are counted.
 ones: the Job controller records reason `PodFailurePolicy` and the message
 "Container trainer for pod NS/POD failed with exit code N matching FailJob rule at index K"
 (or "Pod NS/POD has condition DisruptionTarget matching FailJob rule at index K" for a
-condition rule). An Ignore or Count verdict inside the Job would either hide the failure
-from the JobSet (Ignore: the Job quietly replaces one pod of a gang whose peers are
-about to fail) or reach it as a bare `BackoffLimitExceeded` with no code to route on. So
-inside a JobSet every class, and DisruptionTarget, is FailJob: the Job fails at the first
-classified pod failure, and the JobSet rules route on the code in the message:
-device classes and preemption → RestartJobSetAndIgnoreMaxRestarts; retriable classes →
-RestartJobSet (counted against maxRestarts); CONFIG_ERROR → FailJobSet. Unclassified codes
-are Counted with `backoffLimit: 0`, so the Job fails with `BackoffLimitExceeded`, no
-JobSet rule matches, and JobSet's default action RestartJobSet (counted) applies.
-(jobset api/jobset/v1alpha2 jobset_types.go: rules match on reasons AND message
-patterns, first match wins, default RestartJobSet.)
+condition rule). A Count verdict inside the Job would reach the JobSet as a bare
+`BackoffLimitExceeded` with no code to route on. So inside a JobSet every class that holds
+an incident, and DisruptionTarget, is FailJob: the Job fails at the first classified pod
+failure, and the JobSet rules route on the code in the message: device classes and
+preemption → RestartJobSetAndIgnoreMaxRestarts (every Job is recreated and `maxRestarts` is
+not charged; the action came with JobSet's configurable failure policy, KEP-262,
+kubernetes-sigs/jobset#537, first released in JobSet v0.6.0); retriable classes →
+RestartJobSet (charged); CONFIG_ERROR → FailJobSet. Unclassified codes are Counted with
+`backoffLimit: 0`, so the Job fails with `BackoffLimitExceeded`, no JobSet rule matches,
+and JobSet's default action RestartJobSet (charged) applies. (jobset api/jobset/v1alpha2
+jobset_types.go: rules match on reasons AND message patterns, first match wins, default
+RestartJobSet.)
 
-A caveat both shapes share: a gang fails together. When one node exits DEVICE_FAILED, its
-peers lose a rank and exit too (usually INFRA_FAILED). In a plain Job each pod is judged
-alone, so the peers' failures are counted. In a JobSet the first FailJob wins the Job's
-verdict, so the route depends on which pod the Job controller sees fail first.
+**One incident is charged once.** A gang fails together: when one pod holds the cause of
+an incident, every other pod of the gang stops too and exits PEER_LEFT, naming it. PEER_LEFT
+never fails a Job, in either shape: Ignore in a plain Job (the contract's action), and
+Ignore inside a JobSet's Job as well, so it has no JobSet rule (`JOBSET_IGNORED`). The pod
+holding the cause fails (or not) with its own code, which alone decides whether anything is
+charged. Were PEER_LEFT routed through FailJob to RestartJobSetAndIgnoreMaxRestarts
+instead, the incident would go uncharged whenever a PEER_LEFT pod's Job failed first: the
+JobSet controller acts on the first reconcile that sees a failed Job (the first rule that
+matches any failed Job wins; pkg/controllers/failure_policy.go
+findFirstFailedPolicyRuleAndJob), recreates every Job, and the cause's own Job failure is
+never evaluated. The PEER_LEFT pod that the Job replaces is deleted with its Job when the
+cause's failure restarts the gang.
 
 Pure: no I/O, safe on any thread.
 """
@@ -53,6 +62,9 @@ RESTART_JOBSET_FREE = "RestartJobSetAndIgnoreMaxRestarts"
 # The Job condition reason a FailJob rule produces (batch/v1 JobReasonPodFailurePolicy).
 REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
 
+# Classes that never fail a JobSet's Job: the pod holds no incident of its own (see above).
+JOBSET_IGNORED: frozenset[ExitCode] = frozenset({ExitCode.PEER_LEFT})
+
 
 def classes() -> list[ExitCode]:
     """Every failure class (every code but SUCCEEDED), ordered by code."""
@@ -66,8 +78,20 @@ def job_action(code: ExitCode, *, training_failed_fails_job: bool = False) -> st
     return code.action.value
 
 
+def jobset_classes() -> list[ExitCode]:
+    """The classes that fail a Job inside a JobSet, each with its own JobSet rule."""
+    return [code for code in classes() if code not in JOBSET_IGNORED]
+
+
+def jobset_job_action(code: ExitCode) -> str:
+    """The podFailurePolicy action of a Job inside a JobSet for `code`."""
+    return Action.IGNORE.value if code in JOBSET_IGNORED else Action.FAIL_JOB.value
+
+
 def jobset_action(code: ExitCode, *, training_failed_fails_job: bool = False) -> str:
-    """What the JobSet does when one of its Jobs fails with `code`."""
+    """What the JobSet does when one of its Jobs fails with `code` (a `jobset_classes()`)."""
+    if code in JOBSET_IGNORED:
+        raise ValueError(f"{code.name} never fails a Job inside a JobSet")
     action = job_action(code, training_failed_fails_job=training_failed_fails_job)
     return {
         Action.FAIL_JOB.value: FAIL_JOBSET,
@@ -101,9 +125,10 @@ def job_pod_failure_policy(*, training_failed_fails_job: bool = False) -> dict[s
 
 
 def jobset_pod_failure_policy() -> dict[str, object]:
-    """`spec.podFailurePolicy` for a Job inside a JobSet: every classified failure fails it."""
+    """`spec.podFailurePolicy` for a Job inside a JobSet: a classified failure fails it, except
+    a pod that left because a peer did (`JOBSET_IGNORED`), which is replaced uncounted."""
     rules = [_disruption_rule(Action.FAIL_JOB.value)]
-    rules.extend(_exit_code_rule(Action.FAIL_JOB.value, [code]) for code in classes())
+    rules.extend(_exit_code_rule(jobset_job_action(code), [code]) for code in classes())
     return {"rules": rules}
 
 
@@ -138,7 +163,7 @@ def jobset_failure_policy(
             "onJobFailureMessagePatterns": [DISRUPTION_MESSAGE_PATTERN],
         }
     ]
-    for code in classes():
+    for code in jobset_classes():
         rules.append(
             {
                 "name": rule_name(code),

@@ -12,7 +12,11 @@ matches on.
 `jobset_verdict` follows JobSet's failurePolicy (jobset api/jobset/v1alpha2): a rule
 matches when the Job's failure reason is in `onJobFailureReasons` AND its message matches
 one of `onJobFailureMessagePatterns` (an empty list matches anything); first match wins;
-no match means RestartJobSet.
+no match means RestartJobSet. `jobset_reconcile` is the same decision when one reconcile
+sees several failed Jobs: rules in order, and for the first rule that matches any of them,
+the Job that failed earliest (pkg/controllers/failure_policy.go
+findFirstFailedPolicyRuleAndJob). Whatever it picks, the JobSet restarts or fails once, and
+the other failed Jobs are deleted unevaluated.
 
 `restarts_in_place` follows container restartPolicyRules (KEP-5307).
 
@@ -109,23 +113,55 @@ def job_verdict(pod_failure_policy: Mapping[str, Any] | None, pod: FailedPod) ->
     return JobVerdict(COUNT, None)
 
 
+RESTART_JOBSET = "RestartJobSet"
+CHARGED = frozenset({RESTART_JOBSET})  # the JobSet actions that charge maxRestarts
+
+
 @dataclass(frozen=True)
 class JobSetVerdict:
     action: str
     rule_name: str | None  # None when no rule matched (the implicit RestartJobSet)
 
 
+@dataclass(frozen=True)
+class FailedJob:
+    """A child Job with a true Failed condition, as the JobSet controller reads it."""
+
+    name: str
+    reason: str
+    message: str
+    failed_at: float  # the condition's lastTransitionTime, in any one unit
+
+
+def _rule_matches(rule: Mapping[str, Any], reason: str, message: str) -> bool:
+    reasons = rule.get("onJobFailureReasons") or []
+    patterns = rule.get("onJobFailureMessagePatterns") or []
+    if reasons and reason not in reasons:
+        return False
+    return not patterns or any(re.search(p, message) for p in patterns)
+
+
 def jobset_verdict(failure_policy: Mapping[str, Any], reason: str, message: str) -> JobSetVerdict:
     """The JobSet's action when one of its Jobs failed with `reason` and `message`."""
     for rule in failure_policy.get("rules", ()):
-        reasons = rule.get("onJobFailureReasons") or []
-        patterns = rule.get("onJobFailureMessagePatterns") or []
-        if reasons and reason not in reasons:
-            continue
-        if patterns and not any(re.search(p, message) for p in patterns):
-            continue
-        return JobSetVerdict(rule["action"], rule.get("name"))
-    return JobSetVerdict("RestartJobSet", None)
+        if _rule_matches(rule, reason, message):
+            return JobSetVerdict(rule["action"], rule.get("name"))
+    return JobSetVerdict(RESTART_JOBSET, None)
+
+
+def jobset_reconcile(
+    failure_policy: Mapping[str, Any], failed: Sequence[FailedJob]
+) -> tuple[JobSetVerdict, FailedJob] | None:
+    """The one action a reconcile takes when it sees the Jobs `failed`, and the Job it
+    names; None when nothing has failed yet."""
+    if not failed:
+        return None
+    for rule in failure_policy.get("rules", ()):
+        matching = [job for job in failed if _rule_matches(rule, job.reason, job.message)]
+        if matching:
+            first = min(matching, key=lambda job: job.failed_at)
+            return JobSetVerdict(rule["action"], rule.get("name")), first
+    return JobSetVerdict(RESTART_JOBSET, None), min(failed, key=lambda job: job.failed_at)
 
 
 def restarts_in_place(container: Mapping[str, Any], exit_code: int) -> bool:

@@ -15,6 +15,7 @@ PINNED = {
     "HANG": (84, "Count"),
     "PREEMPTED": (85, "Ignore"),
     "INFRA_FAILED": (86, "Count"),
+    "PEER_LEFT": (87, "Ignore"),
 }
 
 

@@ -210,6 +210,18 @@ def test_every_phase_event_pair_in_the_table_is_reachable_by_name() -> None:
             ChildStatus(signal=6),
             ExitCode.DEVICE_FAILED,
         ),
+        # a peer's verdict explains the hang this pod then detected while stopping
+        (
+            [(ExitCode.PEER_LEFT, Urgency.STOP), (ExitCode.HANG, Urgency.STOP)],
+            ChildStatus(signal=9),
+            ExitCode.PEER_LEFT,
+        ),
+        # ... but a cause found here outranks it
+        (
+            [(ExitCode.PEER_LEFT, Urgency.STOP), (ExitCode.DEVICE_FAILED, Urgency.STOP)],
+            ChildStatus(exit_status=1),
+            ExitCode.DEVICE_FAILED,
+        ),
         # notes never decide
         ([(ExitCode.HANG, Urgency.NOTE)], ChildStatus(exit_status=1), ExitCode.TRAINING_FAILED),
     ],

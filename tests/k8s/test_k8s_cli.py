@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from supervisor.cli.k8s import register
 from supervisor.core.exitcodes import ExitCode
+from supervisor.k8s import rules
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.spec import RenderOptions
 
@@ -232,7 +233,11 @@ def test_explain_every_code_by_number_and_by_name(code: ExitCode) -> None:
     job_line = next(line for line in by_number.splitlines() if "(supervise k8s job)" in line)
     assert f"-> {code.action.value}:" in job_line and EXPECTED_JOB[code.action.value] in job_line
     jobset_line = next(line for line in by_number.splitlines() if "(supervise k8s jobset)" in line)
-    assert EXPECTED_JOBSET[code.action.value] in jobset_line
+    if code in rules.JOBSET_IGNORED:  # never fails its Job: the pod holding the incident does
+        assert "-> Ignore:" in jobset_line and "its Job does not fail" in jobset_line
+        assert "RestartJobSet" not in jobset_line
+    else:
+        assert EXPECTED_JOBSET[code.action.value] in jobset_line
     assert ("--restart-in-place" in by_number) == code.retriable
 
 

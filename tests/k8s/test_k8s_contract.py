@@ -16,12 +16,20 @@ import pytest
 from supervisor.core.exitcodes import Action, ExitCode
 from supervisor.k8s import rules
 from supervisor.k8s.render import render_job, render_jobset
-from supervisor.k8s.simulate import FailedPod, job_verdict, jobset_verdict, restarts_in_place
+from supervisor.k8s.simulate import (
+    FailedJob,
+    FailedPod,
+    job_verdict,
+    jobset_reconcile,
+    jobset_verdict,
+    restarts_in_place,
+)
 from supervisor.k8s.spec import CONTAINER, RenderOptions
 
 OPTS = RenderOptions(name="train", image="registry.example/train:1", command=("train.py",))
 CLASSES = [c for c in ExitCode if c is not ExitCode.SUCCEEDED]
 UNCLASSIFIED = [1, 2, 126, 127, 134, 137, 139, 143]
+DT = rules.DISRUPTION_TARGET
 
 
 def _job_policy(opts: RenderOptions = OPTS) -> dict:
@@ -91,7 +99,7 @@ JOBSET_ACTION = {
 }
 
 
-@pytest.mark.parametrize("code", CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("code", rules.jobset_classes(), ids=lambda c: c.name)
 def test_jobset_routes_each_class_through_a_failjob_message(code: ExitCode) -> None:
     inner, outer = _jobset()
     verdict = job_verdict(inner, _pod(code.code))
@@ -100,6 +108,19 @@ def test_jobset_routes_each_class_through_a_failjob_message(code: ExitCode) -> N
     routed = jobset_verdict(outer, "PodFailurePolicy", verdict.message)
     assert routed.action == JOBSET_ACTION[code.action]
     assert routed.rule_name == rules.rule_name(code)
+
+
+def test_jobset_peer_left_is_replaced_inside_its_job_and_has_no_jobset_rule() -> None:
+    inner, outer = _jobset()
+    assert rules.jobset_classes() == [c for c in CLASSES if c is not ExitCode.PEER_LEFT]
+    verdict = job_verdict(inner, _pod(ExitCode.PEER_LEFT.code))
+    assert (verdict.action, verdict.message) == ("Ignore", None)
+    assert rules.rule_name(ExitCode.PEER_LEFT) not in {r["name"] for r in outer["rules"]}
+    with pytest.raises(ValueError, match="PEER_LEFT"):
+        rules.jobset_action(ExitCode.PEER_LEFT)
+    # Evicted while leaving with its gang, it is still a disruption like any other pod.
+    evicted = job_verdict(inner, _pod(ExitCode.PEER_LEFT.code, conditions={DT: "True"}))
+    assert (evicted.action, evicted.rule_index) == ("FailJob", 0)
 
 
 def test_jobset_device_classes_are_free_and_config_error_is_final() -> None:
@@ -215,6 +236,31 @@ def test_model_condition_status_defaults_to_true() -> None:
         "Count"
     )
     assert job_verdict(None, FailedPod(containers={"main": 9})).action == "Count"
+
+
+def test_model_jobset_reconcile_takes_rules_in_order_then_the_earliest_failed_job() -> None:
+    # The cases of TestFindFirstFailedPolicyRuleAndJob (jobset pkg/controllers/
+    # failure_policy_test.go): rule order beats failure order; among the Jobs one rule
+    # matches, the one that failed earliest is named; no rule: the default, earliest Job.
+    def rule(reason: str) -> dict:
+        return {"name": reason, "action": "RestartJobSet", "onJobFailureReasons": [reason]}
+
+    job1 = FailedJob("job1", "BackoffLimitExceeded", "", failed_at=-6)
+    job1_earlier = FailedJob("job1dup", "BackoffLimitExceeded", "", failed_at=-12)
+    job2 = FailedJob("job2", "DeadlineExceeded", "", failed_at=-3)
+    job3 = FailedJob("job3", "FailedIndexes", "", failed_at=-1)
+    three = {"rules": [rule(job.reason) for job in (job1, job2, job3)]}
+    assert jobset_reconcile(three, []) is None
+    for job in (job1, job2, job3):
+        verdict, named = jobset_reconcile(three, [job])  # type: ignore[misc]
+        assert (verdict.rule_name, named) == (job.reason, job)
+    verdict, named = jobset_reconcile(three, [job3, job2])  # type: ignore[misc]
+    assert (verdict.rule_name, named) == ("DeadlineExceeded", job2)
+    verdict, named = jobset_reconcile(three, [job1, job1_earlier])  # type: ignore[misc]
+    assert (verdict.rule_name, named) == ("BackoffLimitExceeded", job1_earlier)
+    default = {"rules": [rule("DeadlineExceeded")]}
+    verdict, named = jobset_reconcile(default, [job1, job1_earlier])  # type: ignore[misc]
+    assert (verdict.action, verdict.rule_name, named) == ("RestartJobSet", None, job1_earlier)
 
 
 def test_model_jobset_needs_both_reason_and_pattern() -> None:

@@ -196,6 +196,7 @@ def test_exit_codes_json_matches_the_enum() -> None:
         (84, "HANG", "Count"),
         (85, "PREEMPTED", "Ignore"),
         (86, "INFRA_FAILED", "Count"),
+        (87, "PEER_LEFT", "Ignore"),
     ]
     assert all(r["meaning"] for r in rows)
     table = subprocess.run([SUPERVISE, "exit-codes"], capture_output=True, timeout=60)
