@@ -6,7 +6,11 @@ it, and tests pin the numbers: Job manifests in the field depend on them, so a c
 changes meaning.
 
 The codes avoid 1, 2, 126-128 and 128+N, which shells, Python, torchrun and the kernel
-already use (see shared reference torch_k8s.md, "Use free exit codes").
+already use: a shell reports a death by signal N as 128+N and an exec failure as 126/127,
+Python exits 1 on an exception and 2 on a usage error, and torchrun exits 1 for everything.
+
+`JobAction` is what a Job's `podFailurePolicy` does with a code; it is not a policy action
+(those are in `supervisor.core.actions`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import enum
 from typing import NamedTuple
 
 
-class Action(enum.StrEnum):
+class JobAction(enum.StrEnum):
     """A Job `podFailurePolicy` action (batch/v1, GA in Kubernetes 1.31)."""
 
     NONE = "-"  # exit 0: the Job counts the pod as succeeded, no rule applies
@@ -26,7 +30,7 @@ class Action(enum.StrEnum):
 
 class _Row(NamedTuple):
     code: int
-    action: Action
+    action: JobAction
     meaning: str
     next_step: str
 
@@ -34,10 +38,10 @@ class _Row(NamedTuple):
 class ExitCode(_Row, enum.Enum):
     """How a supervised run ended. `int(ExitCode.X)` is not defined; use `.code`."""
 
-    SUCCEEDED = _Row(0, Action.NONE, "The training command finished successfully.", "Nothing.")
+    SUCCEEDED = _Row(0, JobAction.NONE, "The training command finished successfully.", "Nothing.")
     TRAINING_FAILED = _Row(
         80,
-        Action.COUNT,
+        JobAction.COUNT,
         "The training command failed on its own: an exception, a non-zero exit or a crash, "
         "with no sign of a hardware or infrastructure cause.",
         "Read the evidence and the container log: the child's exit status and the last "
@@ -45,49 +49,49 @@ class ExitCode(_Row, enum.Enum):
     )
     CONFIG_ERROR = _Row(
         81,
-        Action.FAIL_JOB,
+        JobAction.FAIL_JOB,
         "supervise was misconfigured: bad flags, a command that cannot be found or run, "
         "or an unsupported setting. Nothing was started.",
         "Fix the flag or command named in the reason; retrying cannot help.",
     )
     DEVICE_FAILED = _Row(
         82,
-        Action.IGNORE,
+        JobAction.IGNORE,
         "A GPU failed (fatal Xid, uncorrectable ECC, row-remap failure, GPU lost or NVML hung).",
         "Reschedule away from the node; the evidence names the GPU UUID and bus id for the "
         "node agent or operator to drain and repair.",
     )
     DEVICE_DEGRADED = _Row(
         83,
-        Action.IGNORE,
+        JobAction.IGNORE,
         "A GPU degraded (throttling, rising error counts, pending remap, step-time "
         "regression); training was asked to checkpoint and stopped.",
         "Reschedule; the next pod resumes from the committed checkpoint in the evidence.",
     )
     HANG = _Row(
         84,
-        Action.COUNT,
+        JobAction.COUNT,
         "Training stopped making progress (no heartbeat, or an NCCL collective timed out).",
         "Read the stacks and the stalled rank in the event log; check the network and the "
         "rank named first.",
     )
     PREEMPTED = _Row(
         85,
-        Action.IGNORE,
+        JobAction.IGNORE,
         "The pod was told to leave (SIGTERM or SIGINT from outside: eviction, preemption, "
         "drain or deletion).",
         "Nothing; the replacement pod resumes from the last committed checkpoint.",
     )
     INFRA_FAILED = _Row(
         86,
-        Action.COUNT,
+        JobAction.COUNT,
         "Infrastructure failed: NCCL transport errors, rendezvous failure, or checkpoint "
         "storage unreachable.",
         "Check the network fabric and storage named in the evidence; a retry often succeeds.",
     )
     PEER_LEFT = _Row(
         87,
-        Action.IGNORE,
+        JobAction.IGNORE,
         "Another pod of the same gang left first, and this one stopped because the gang "
         "cannot go on without it.",
         "Nothing for this pod; the evidence names the pod that left first, whose exit code "
@@ -97,7 +101,7 @@ class ExitCode(_Row, enum.Enum):
     @property
     def retriable(self) -> bool:
         """True for classes a retry of the same command may fix (counted against backoff)."""
-        return self.action is Action.COUNT
+        return self.action is JobAction.COUNT
 
     @classmethod
     def from_code(cls, code: int) -> ExitCode:

@@ -65,7 +65,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supervisor.core.events import Finding, Urgency
-from supervisor.core.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.gang.records import (
     AttemptStart,
     Claim,
@@ -149,7 +149,7 @@ def of_my_incident(
 
 def _counted(verdict: Verdict) -> bool:
     code = verdict.exit_code
-    return code is not None and code.action is Action.COUNT
+    return code is not None and code.action is JobAction.COUNT
 
 
 def explains(verdict: Verdict) -> bool:
@@ -220,7 +220,7 @@ def decide(
     """
     if code in (ExitCode.SUCCEEDED, ExitCode.PEER_LEFT):
         return Keep(f"{code.name} needs no attribution")
-    counted = code.action is Action.COUNT
+    counted = code.action is JobAction.COUNT
     if role is Role.CAUSE and not counted:
         return Keep(f"a cause never waits, and {code.name} is not counted")
     explained = explaining_verdict(me, ledger, seen_at_start, skew)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from supervisor.core.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.k8s.spec import CONTAINER
 
 DISRUPTION_TARGET = "DisruptionTarget"
@@ -74,7 +74,7 @@ def classes() -> list[ExitCode]:
 def job_action(code: ExitCode, *, training_failed_fails_job: bool = False) -> str:
     """The podFailurePolicy action a plain Job takes for `code`: the contract's, or FailJob."""
     if code is ExitCode.TRAINING_FAILED and training_failed_fails_job:
-        return Action.FAIL_JOB.value
+        return JobAction.FAIL_JOB.value
     return code.action.value
 
 
@@ -85,7 +85,7 @@ def jobset_classes() -> list[ExitCode]:
 
 def jobset_job_action(code: ExitCode) -> str:
     """The podFailurePolicy action of a Job inside a JobSet for `code`."""
-    return Action.IGNORE.value if code in JOBSET_IGNORED else Action.FAIL_JOB.value
+    return JobAction.IGNORE.value if code in JOBSET_IGNORED else JobAction.FAIL_JOB.value
 
 
 def jobset_action(code: ExitCode, *, training_failed_fails_job: bool = False) -> str:
@@ -94,9 +94,9 @@ def jobset_action(code: ExitCode, *, training_failed_fails_job: bool = False) ->
         raise ValueError(f"{code.name} never fails a Job inside a JobSet")
     action = job_action(code, training_failed_fails_job=training_failed_fails_job)
     return {
-        Action.FAIL_JOB.value: FAIL_JOBSET,
-        Action.IGNORE.value: RESTART_JOBSET_FREE,
-        Action.COUNT.value: RESTART_JOBSET,
+        JobAction.FAIL_JOB.value: FAIL_JOBSET,
+        JobAction.IGNORE.value: RESTART_JOBSET_FREE,
+        JobAction.COUNT.value: RESTART_JOBSET,
     }[action]
 
 
@@ -117,7 +117,7 @@ def _disruption_rule(action: str) -> dict[str, object]:
 
 def job_pod_failure_policy(*, training_failed_fails_job: bool = False) -> dict[str, object]:
     """`spec.podFailurePolicy` for a plain Indexed Job: DisruptionTarget first, then per class."""
-    rules = [_disruption_rule(Action.IGNORE.value)]
+    rules = [_disruption_rule(JobAction.IGNORE.value)]
     for code in classes():
         action = job_action(code, training_failed_fails_job=training_failed_fails_job)
         rules.append(_exit_code_rule(action, [code]))
@@ -127,7 +127,7 @@ def job_pod_failure_policy(*, training_failed_fails_job: bool = False) -> dict[s
 def jobset_pod_failure_policy() -> dict[str, object]:
     """`spec.podFailurePolicy` for a Job inside a JobSet: a classified failure fails it, except
     a pod that left because a peer did (`JOBSET_IGNORED`), which is replaced uncounted."""
-    rules = [_disruption_rule(Action.FAIL_JOB.value)]
+    rules = [_disruption_rule(JobAction.FAIL_JOB.value)]
     rules.extend(_exit_code_rule(jobset_job_action(code), [code]) for code in classes())
     return {"rules": rules}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.core.exitcodes import Action, ExitCode, contract_table
+from supervisor.core.exitcodes import ExitCode, JobAction, contract_table
 
 PINNED = {
     "SUCCEEDED": (0, "-"),
@@ -45,4 +45,6 @@ def test_from_code() -> None:
 
 
 def test_retriable_means_count() -> None:
-    assert {m for m in ExitCode if m.retriable} == {m for m in ExitCode if m.action is Action.COUNT}
+    assert {m for m in ExitCode if m.retriable} == {
+        m for m in ExitCode if m.action is JobAction.COUNT
+    }

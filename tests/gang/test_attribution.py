@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from supervisor.core.events import Finding, Urgency
-from supervisor.core.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.gang import attribution
 from supervisor.gang.attribution import Keep, PeerLeft, TryClaim, Wait, decide, gang_stop
 from supervisor.gang.records import (
@@ -432,7 +432,9 @@ def run_incident(members: list[Member], ledger: Ledger, rng: random.Random) -> l
 
 
 def counted(members: list[Member]) -> list[Member]:
-    return [m for m in members if m.outcome is not None and m.outcome.code.action is Action.COUNT]
+    return [
+        m for m in members if m.outcome is not None and m.outcome.code.action is JobAction.COUNT
+    ]
 
 
 def check_names(members: list[Member]) -> None:
@@ -442,7 +444,7 @@ def check_names(members: list[Member]) -> None:
         for m in members
         if m.outcome is not None
         and m.outcome.code is not ExitCode.PEER_LEFT
-        and (m.role is CAUSE or m.outcome.code.action is Action.COUNT)
+        and (m.role is CAUSE or m.outcome.code.action is JobAction.COUNT)
     }
     for m in members:
         assert m.outcome is not None

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from supervisor.core.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.k8s import rules
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.simulate import (
@@ -93,9 +93,9 @@ def test_a_sidecar_exiting_with_a_contract_code_is_not_a_verdict() -> None:
 # --- the JobSet ------------------------------------------------------------------------------
 
 JOBSET_ACTION = {
-    Action.IGNORE: "RestartJobSetAndIgnoreMaxRestarts",
-    Action.COUNT: "RestartJobSet",
-    Action.FAIL_JOB: "FailJobSet",
+    JobAction.IGNORE: "RestartJobSetAndIgnoreMaxRestarts",
+    JobAction.COUNT: "RestartJobSet",
+    JobAction.FAIL_JOB: "FailJobSet",
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.core.exitcodes import Action, ExitCode
+from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.k8s import rules
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.simulate import CHARGED, FailedJob, FailedPod, job_verdict, jobset_reconcile
@@ -52,7 +52,7 @@ def _incident(holder: ExitCode, size: int, disrupted: bool = False) -> list[Fail
 
 
 def job_counts(policy: Mapping[str, Any], pods: Sequence[FailedPod]) -> int:
-    return sum(job_verdict(policy, pod).action == Action.COUNT.value for pod in pods)
+    return sum(job_verdict(policy, pod).action == JobAction.COUNT.value for pod in pods)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -84,10 +84,10 @@ def _job_failure(
     counted = 0
     for pod in pods:
         verdict = job_verdict(policy, pod)
-        if verdict.action == Action.FAIL_JOB.value:
+        if verdict.action == JobAction.FAIL_JOB.value:
             assert verdict.message is not None
             return rules.REASON_POD_FAILURE_POLICY, verdict.message
-        if verdict.action == Action.COUNT.value:
+        if verdict.action == JobAction.COUNT.value:
             counted += 1
             if counted > backoff_limit:
                 return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
@@ -174,7 +174,7 @@ def test_checker_catches_peer_left_routed_through_failjob() -> None:
     job_spec = rejected["spec"]["replicatedJobs"][0]["template"]["spec"]
     for rule in job_spec["podFailurePolicy"]["rules"]:
         if rule.get("onExitCodes", {}).get("values") == [PEER.code]:
-            rule["action"] = Action.FAIL_JOB.value
+            rule["action"] = JobAction.FAIL_JOB.value
     rejected["spec"]["failurePolicy"]["rules"].append(
         {
             "name": rules.rule_name(PEER),
