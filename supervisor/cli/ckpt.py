@@ -17,13 +17,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated
 
 import typer
 
+from supervisor.cli.flags import Arg, Flag, command
+
 PROGRESS_MIN_BYTES = 64 << 20
 
-Url = Annotated[str, typer.Argument(help="Checkpoint root: a path or an fsspec URL (s3://...).")]
+# One-shot tools run by hand against a checkpoint root: their flags have no env twins.
+URL = Arg("url", str, "Checkpoint root: a path or an fsspec URL (s3://...).")
+STEP = Flag("step", int | None, None, "Step to verify; default: the newest committed.", twin=False)
+KEEP = Flag("keep", int, ..., "Keep the newest N committed steps (N >= 2).", twin=False)
+KEEP_EVERY = Flag(
+    "keep-every", int | None, None, "Also keep every step divisible by K.", twin=False
+)
 
 
 def _human(size: int) -> str:
@@ -44,7 +51,8 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code)
 
 
-def ls_command(url: Url) -> None:
+@command(URL)
+def ls_command(url: str) -> None:
     """List committed, corrupt and uncommitted steps as a table."""
     from supervisor.core.errors import CheckpointError, StorageError
     from supervisor.storage import layout
@@ -119,12 +127,8 @@ def _progress() -> Callable[[int, int], None]:
     return show
 
 
-def verify_command(
-    url: Url,
-    step: Annotated[
-        int | None, typer.Option("--step", help="Step to verify; default: the newest committed.")
-    ] = None,
-) -> None:
+@command(URL, STEP)
+def verify_command(url: str, step: int | None) -> None:
     """Check every byte of a step against its checksums: exit 0 valid, 1 corrupt, 2 none."""
     from supervisor.core.errors import StorageError
     from supervisor.storage.backend import Storage
@@ -153,15 +157,8 @@ def verify_command(
     print(f"step {step}: valid ({_human(result.bytes_checked)} checked)")
 
 
-def prune_command(
-    url: Url,
-    keep: Annotated[
-        int, typer.Option("--keep", help="Keep the newest N committed steps (N >= 2).")
-    ],
-    keep_every: Annotated[
-        int | None, typer.Option("--keep-every", help="Also keep every step divisible by K.")
-    ] = None,
-) -> None:
+@command(URL, KEEP, KEEP_EVERY)
+def prune_command(url: str, keep: int, keep_every: int | None) -> None:
     """Delete old committed steps beyond the retention, and leftovers of failed saves."""
     from supervisor.core.errors import ConfigError, StorageError
     from supervisor.storage.backend import Storage

@@ -7,9 +7,11 @@ renderer, pyyaml) happen inside the commands so `supervise` itself starts fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+from supervisor.cli.flags import Arg, Flag, command
 
 if TYPE_CHECKING:
     from supervisor.k8s.spec import RenderOptions
@@ -19,120 +21,118 @@ _HEADER = (
     "change the flags and re-render (launch/regenerate.sh does it for the examples here)."
 )
 
-Name = Annotated[
-    str,
-    typer.Option(
-        "--name",
-        envvar="SUPERVISE_K8S_NAME",
-        show_envvar=True,
-        help="Name of the Job/JobSet and its Service (a DNS label).",
+K8S = "K8S"  # the scope of the twins of flags that only describe manifests
+
+CMD = Arg(
+    "command", list[str] | None, "The training command, after `--`.", default=None, metavar="CMD"
+)
+
+# What `k8s job` and `k8s jobset` both take. The flags named like the run command's
+# (--nnodes, --nproc-per-node, --checkpoint-dir, --grace-period, --master-port) keep the run's
+# twins, outside the K8S scope.
+MANIFEST = (
+    CMD,
+    Flag(
+        "name",
+        str,
+        "train",
+        "Name of the Job/JobSet and its Service (a DNS label).",
+        scope=K8S,
     ),
-]
-Image = Annotated[
-    str,
-    typer.Option(
-        "--image",
-        envvar="SUPERVISE_K8S_IMAGE",
-        show_envvar=True,
-        help="Container image with supervise and the training code.",
+    Flag("image", str, "", "Container image with supervise and the training code.", scope=K8S),
+    Flag(
+        "namespace",
+        str | None,
+        None,
+        "Namespace of the Job/JobSet and its Service. Default: none, so kubectl's context decides.",
+        scope=K8S,
     ),
-]
-Namespace = Annotated[
-    str | None,
-    typer.Option("--namespace", envvar="SUPERVISE_K8S_NAMESPACE", show_envvar=True),
-]
-Nnodes = Annotated[
-    int,
-    typer.Option(
-        "--nnodes", envvar="SUPERVISE_NNODES", show_envvar=True, help="Pods (nodes) in the gang."
+    Flag("nnodes", int, 1, "Pods (nodes) in the gang."),
+    Flag(
+        "nproc-per-node",
+        int | None,
+        None,
+        "Launch CMD (a script) through torchrun with this many ranks per pod. Without it, "
+        "CMD runs as is.",
     ),
-]
-NprocPerNode = Annotated[
-    int | None,
-    typer.Option(
-        "--nproc-per-node",
-        envvar="SUPERVISE_NPROC_PER_NODE",
-        show_envvar=True,
-        help="Launch CMD (a script) through torchrun with this many ranks per pod. "
-        "Without it, CMD runs as is.",
+    Flag(
+        "gpus-per-node",
+        int | None,
+        None,
+        "GPUs requested per pod. Default: --nproc-per-node, else 0.",
+        scope=K8S,
     ),
-]
-GpusPerNode = Annotated[
-    int | None,
-    typer.Option(
-        "--gpus-per-node",
-        envvar="SUPERVISE_K8S_GPUS_PER_NODE",
-        show_envvar=True,
-        help="GPUs requested per pod. Default: --nproc-per-node, else 0.",
+    Flag(
+        "gpu-resource",
+        str,
+        "nvidia.com/gpu",
+        "The extended resource the GPUs are requested as.",
+        scope=K8S,
     ),
-]
-GpuResource = Annotated[
-    str,
-    typer.Option("--gpu-resource", envvar="SUPERVISE_K8S_GPU_RESOURCE", show_envvar=True),
-]
-CheckpointDir = Annotated[
-    str | None,
-    typer.Option(
-        "--checkpoint-dir",
-        envvar="SUPERVISE_CHECKPOINT_DIR",
-        show_envvar=True,
-        help="Checkpoint URL or path, passed to the pod as SUPERVISE_CHECKPOINT_DIR.",
+    Flag(
+        "checkpoint-dir",
+        str | None,
+        None,
+        "Checkpoint URL or path, passed to the pod as SUPERVISE_CHECKPOINT_DIR.",
     ),
-]
-GracePeriod = Annotated[
-    float,
-    typer.Option(
-        "--grace-period",
-        envvar="SUPERVISE_GRACE_PERIOD",
-        show_envvar=True,
-        help="Seconds training gets to checkpoint and exit after SIGTERM.",
+    Flag(
+        "grace-period",
+        float,
+        25.0,
+        "Seconds training gets to checkpoint and exit after SIGTERM.",
     ),
-]
-ShutdownMargin = Annotated[
-    float,
-    typer.Option(
-        "--shutdown-margin",
-        envvar="SUPERVISE_K8S_SHUTDOWN_MARGIN",
-        show_envvar=True,
-        help="Seconds added for supervise itself; terminationGracePeriodSeconds is "
+    Flag(
+        "shutdown-margin",
+        float,
+        5.0,
+        "Seconds added for supervise itself; terminationGracePeriodSeconds is "
         "ceil(grace period + margin).",
+        scope=K8S,
     ),
-]
-TrainingFailedFailsJob = Annotated[
-    bool,
-    typer.Option(
-        "--training-failed-fails-job/--training-failed-counts",
-        envvar="SUPERVISE_K8S_TRAINING_FAILED_FAILS_JOB",
-        show_envvar=True,
-        help="Make TRAINING_FAILED (80) fail the Job/JobSet instead of being retried.",
+    Flag(
+        "training-failed-fails-job",
+        bool,
+        False,
+        "Make TRAINING_FAILED (80) fail the Job/JobSet instead of being retried.",
+        scope=K8S,
+        off="training-failed-counts",
     ),
-]
-RestartInPlace = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--restart-in-place",
-        envvar="SUPERVISE_K8S_RESTART_IN_PLACE",
-        show_envvar=True,
-        help="A retriable class (name or code) the kubelet restarts in place, via container "
+    Flag(
+        "restart-in-place",
+        list[str] | None,
+        None,
+        "A retriable class (name or code) the kubelet restarts in place, via container "
         "restartPolicyRules (Kubernetes 1.35+, beta). Repeatable.",
+        scope=K8S,
     ),
-]
-MasterPort = Annotated[
-    int, typer.Option("--master-port", envvar="SUPERVISE_MASTER_PORT", show_envvar=True)
-]
-ShmSize = Annotated[
-    str | None,
-    typer.Option(
-        "--shm-size",
-        envvar="SUPERVISE_K8S_SHM_SIZE",
-        show_envvar=True,
-        help="sizeLimit of the memory-backed /dev/shm (e.g. 16Gi). Default: no limit.",
+    Flag("master-port", int, 29500, "Port of the torchrun rendezvous on the master pod."),
+    Flag(
+        "shm-size",
+        str | None,
+        None,
+        "sizeLimit of the memory-backed /dev/shm (e.g. 16Gi). Default: no limit.",
+        scope=K8S,
     ),
-]
-Command = Annotated[
-    list[str] | None,
-    typer.Argument(metavar="CMD", help="The training command, after `--`.", show_default=False),
-]
+)
+JOB = (
+    Flag("backoff-limit", int, 6, "Counted pod failures before the Job fails.", scope=K8S),
+    Flag(
+        "backoff-limit-per-index",
+        int | None,
+        None,
+        "Count failures per index instead (GA in Kubernetes 1.33).",
+        scope=K8S,
+    ),
+)
+JOBSET = (
+    Flag(
+        "max-restarts",
+        int,
+        3,
+        "JobSet restarts charged by retriable classes before it fails.",
+        scope=K8S,
+    ),
+)
 
 
 def _options(
@@ -157,84 +157,26 @@ def _options(
     )
 
 
-def job_command(
-    command: Command = None,
-    name: Name = "train",
-    image: Image = "",
-    namespace: Namespace = None,
-    nnodes: Nnodes = 1,
-    nproc_per_node: NprocPerNode = None,
-    gpus_per_node: GpusPerNode = None,
-    gpu_resource: GpuResource = "nvidia.com/gpu",
-    checkpoint_dir: CheckpointDir = None,
-    grace_period: GracePeriod = 25.0,
-    shutdown_margin: ShutdownMargin = 5.0,
-    training_failed_fails_job: TrainingFailedFailsJob = False,
-    restart_in_place: RestartInPlace = None,
-    backoff_limit: Annotated[
-        int,
-        typer.Option(
-            "--backoff-limit",
-            envvar="SUPERVISE_K8S_BACKOFF_LIMIT",
-            show_envvar=True,
-            help="Counted pod failures before the Job fails.",
-        ),
-    ] = 6,
-    backoff_limit_per_index: Annotated[
-        int | None,
-        typer.Option(
-            "--backoff-limit-per-index",
-            envvar="SUPERVISE_K8S_BACKOFF_LIMIT_PER_INDEX",
-            show_envvar=True,
-            help="Count failures per index instead (GA in Kubernetes 1.33).",
-        ),
-    ] = None,
-    master_port: MasterPort = 29500,
-    shm_size: ShmSize = None,
-) -> None:
+@command(*MANIFEST, *JOB)
+def job_command(**given: Any) -> None:
     """Print an Indexed Job and its headless Service as YAML."""
-    opts = _options(**locals())  # every parameter, before anything else is bound
+    opts = _options(**given)
     from supervisor.k8s.render import render_job, to_yaml
 
     print(to_yaml(render_job(opts), _HEADER.format(kind="job")), end="")
 
 
-def jobset_command(
-    command: Command = None,
-    name: Name = "train",
-    image: Image = "",
-    namespace: Namespace = None,
-    nnodes: Nnodes = 1,
-    nproc_per_node: NprocPerNode = None,
-    gpus_per_node: GpusPerNode = None,
-    gpu_resource: GpuResource = "nvidia.com/gpu",
-    checkpoint_dir: CheckpointDir = None,
-    grace_period: GracePeriod = 25.0,
-    shutdown_margin: ShutdownMargin = 5.0,
-    training_failed_fails_job: TrainingFailedFailsJob = False,
-    restart_in_place: RestartInPlace = None,
-    max_restarts: Annotated[
-        int,
-        typer.Option(
-            "--max-restarts",
-            envvar="SUPERVISE_K8S_MAX_RESTARTS",
-            show_envvar=True,
-            help="JobSet restarts charged by retriable classes before it fails.",
-        ),
-    ] = 3,
-    master_port: MasterPort = 29500,
-    shm_size: ShmSize = None,
-) -> None:
+@command(*MANIFEST, *JOBSET)
+def jobset_command(**given: Any) -> None:
     """Print a JobSet (jobset.x-k8s.io/v1alpha2) as YAML."""
-    opts = _options(**locals())  # every parameter, before anything else is bound
+    opts = _options(**given)
     from supervisor.k8s.render import render_jobset, to_yaml
 
     print(to_yaml(render_jobset(opts), _HEADER.format(kind="jobset")), end="")
 
 
-def explain_command(
-    code: Annotated[str, typer.Argument(help="An exit code (0-255) or a class name.")],
-) -> None:
+@command(Arg("code", str, "An exit code (0-255) or a class name."))
+def explain_command(code: str) -> None:
     """Say what an exit code means, what Kubernetes does with it, and what to look at next."""
     from supervisor.k8s.explain import explain, resolve_code
 

@@ -1,18 +1,20 @@
 """`supervise [OPTIONS] -- CMD...`: the run command, its flags, and the run itself.
 
-Each flag has a `SUPERVISE_*` environment twin, listed by `--help`. The flags only build
-frozen option objects (validated by raising `ConfigError`); `supervise()` is the run,
-step by step.
+Each flag is declared once, in `FLAGS`; `--help`, its `SUPERVISE_*` environment twin and
+the README's flag table all come from that declaration. The flags only build frozen option
+objects (validated by raising `ConfigError`); `supervise()` is the run, step by step.
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import typer
 
 from supervisor import __version__
-from supervisor.cli.doctor import FAKE_GPUS, GPU_CONFIG, NVML_TIMEOUT, REQUIRE_GPUS
+from supervisor.cli.flags import GPU, Arg, Flag, command
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import (
@@ -42,242 +44,226 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def run_command(
-    command: list[str] = typer.Argument(
-        None,
-        metavar="CMD",
-        help="The training command and its arguments, after `--`.",
-        show_default=False,
-    ),
-    grace_period: float = typer.Option(
+CMD = Arg(
+    "command",
+    list[str] | None,
+    "The training command and its arguments, after `--`.",
+    default=None,
+    metavar="CMD",
+)
+
+# The run's flags, in the order `--help` and the README's table list them.
+FLAGS = (
+    # How a run stops, and where it says why.
+    Flag(
+        "grace-period",
+        float,
         DEFAULT_GRACE_PERIOD,
-        "--grace-period",
-        envvar="SUPERVISE_GRACE_PERIOD",
-        show_envvar=True,
-        help="Seconds the child gets after SIGTERM before the whole tree is SIGKILLed. "
-        "Keep it below the pod's terminationGracePeriodSeconds (30 s by default).",
+        "Seconds from an outside SIGTERM to SIGKILL of the whole tree: the checkpoint and the "
+        "shutdown both fit in it. Keep it below the pod's terminationGracePeriodSeconds "
+        "(30 s by default).",
     ),
-    termination_log: str = typer.Option(
-        DEFAULT_TERMINATION_LOG,
-        "--termination-log",
-        envvar="SUPERVISE_TERMINATION_LOG",
-        show_envvar=True,
-        help="Where the JSON termination message (≤ 4096 bytes) is written at exit.",
-    ),
-    event_log: str = typer.Option(
-        "-",
-        "--event-log",
-        envvar="SUPERVISE_EVENT_LOG",
-        show_envvar=True,
-        help="File to append JSON-lines events to; `-` means stderr.",
-    ),
-    failure_grace: float = typer.Option(
-        DEFAULT_FAILURE_GRACE,
-        "--failure-grace-period",
-        envvar="SUPERVISE_FAILURE_GRACE_PERIOD",
-        show_envvar=True,
-        help="Seconds the child gets after supervise stops it for a failure it found itself "
-        "(a hang, a failed GPU) before the tree is SIGKILLed.",
-    ),
-    shutdown_timeout: float = typer.Option(
+    Flag(
+        "shutdown-timeout",
+        float,
         DEFAULT_SHUTDOWN_TIMEOUT,
-        "--shutdown-timeout",
-        envvar="SUPERVISE_SHUTDOWN_TIMEOUT",
-        show_envvar=True,
-        help="Of the grace period, seconds kept for the trainer to exit after its checkpoint "
-        "is committed; the checkpoint gets the rest.",
+        "Of the grace period, seconds kept for the trainer to exit after its checkpoint is "
+        "committed; the checkpoint gets the rest.",
     ),
-    degraded_deadline: float = typer.Option(
+    Flag(
+        "failure-grace-period",
+        float,
+        DEFAULT_FAILURE_GRACE,
+        "Seconds from SIGTERM to SIGKILL when supervise stops a run itself (a hang, a failed "
+        "GPU): such processes rarely act on SIGTERM, and waiting idles every GPU in the job.",
+    ),
+    Flag(
+        "degraded-deadline",
+        float,
         DEFAULT_DEGRADED_DEADLINE,
-        "--degraded-deadline",
-        envvar="SUPERVISE_DEGRADED_DEADLINE",
-        show_envvar=True,
-        help="Seconds a trainer gets to commit the checkpoint a degraded GPU asks for.",
+        "Seconds a trainer gets to commit the checkpoint a degraded GPU asks for.",
     ),
-    max_restarts: int = typer.Option(
+    Flag(
+        "termination-log",
+        str,
+        DEFAULT_TERMINATION_LOG,
+        "Where the JSON termination message (≤ 4096 bytes) is written at exit.",
+    ),
+    Flag("event-log", str, "-", "File to append JSON-lines events to; `-` means stderr."),
+    # Checkpoints and restarts.
+    Flag(
+        "checkpoint-dir",
+        str | None,
+        None,
+        "The run's checkpoints (a path or any fsspec URL). The latest committed step is "
+        "passed to CMD as SUPERVISE_RESUME_STEP, and supervise keeps its hang calibration "
+        "there (local paths), so a resumed run does not start blind.",
+        shown="none",
+    ),
+    Flag(
+        "max-restarts",
+        int,
         0,
-        "--max-restarts",
-        envvar="SUPERVISE_MAX_RESTARTS",
-        show_envvar=True,
-        help="Restart the command in place, with backoff, up to this many times after a "
-        "HANG or INFRA_FAILED; each attempt resumes from the latest checkpoint.",
+        "Restart CMD in place after HANG or INFRA_FAILED, up to this many times, with "
+        "backoff (1 s, doubling, at most 60 s); each attempt resumes from the latest "
+        "checkpoint.",
     ),
-    restart_on_training_failure: bool = typer.Option(
+    Flag(
+        "restart-on-training-failure",
+        bool,
         False,
-        "--restart-on-training-failure",
-        envvar="SUPERVISE_RESTART_ON_TRAINING_FAILURE",
-        show_envvar=True,
-        help="Let --max-restarts also restart after TRAINING_FAILED.",
+        "Let --max-restarts restart after TRAINING_FAILED too.",
     ),
-    step_time_ratio: float = typer.Option(
+    # Hangs.
+    Flag(
+        "hang-timeout",
+        float | None,
+        None,
+        "Seconds without a heartbeat (sup.step) after the first step before a rank is hung.",
+        shown="auto: calibrated from observed step times",
+    ),
+    Flag(
+        "init-timeout",
+        float,
+        DEFAULT_INIT_TIMEOUT,
+        "Seconds a rank that attached may take to its first step.",
+    ),
+    Flag(
+        "phase-timeouts",
+        str,
+        "",
+        "Timeouts for named phases (`with sup.phase(NAME)`), e.g. checkpoint=1800,eval=600.",
+    ),
+    Flag(
+        "log-silence-timeout",
+        float | None,
+        None,
+        "For programs without heartbeats: seconds without any output before the run is "
+        "called hung.",
+        shown="off",
+    ),
+    # Step time.
+    Flag(
+        "step-time-ratio",
+        float,
         steptime.DEFAULT_RATIO,
-        "--step-time-ratio",
-        envvar="SUPERVISE_STEP_TIME_RATIO",
-        show_envvar=True,
-        help="A rank is slow when its recent seconds per step exceed this multiple of its "
-        "own baseline.",
+        "A rank is slow when its recent seconds per step exceed this multiple of its own baseline.",
     ),
-    step_time_sustain: float = typer.Option(
+    Flag(
+        "step-time-sustain",
+        float,
         steptime.DEFAULT_SUSTAIN,
-        "--step-time-sustain",
-        envvar="SUPERVISE_STEP_TIME_SUSTAIN",
-        show_envvar=True,
-        help="Seconds a slowdown must last to count. With a GPU signal it is DEVICE_DEGRADED; "
+        "Seconds a slowdown must last to count. With a GPU signal it is DEVICE_DEGRADED; "
         "alone, a warning event.",
     ),
-    degrade_on_step_time: bool = typer.Option(
+    Flag(
+        "degrade-on-step-time",
+        bool,
         False,
-        "--degrade-on-step-time",
-        envvar="SUPERVISE_DEGRADE_ON_STEP_TIME",
-        show_envvar=True,
-        help="Treat a sustained slowdown as DEVICE_DEGRADED even without a GPU signal.",
+        "Treat a sustained slowdown as DEVICE_DEGRADED even without a GPU signal.",
     ),
-    hang_timeout: float = typer.Option(
+    # A torchrun launch.
+    Flag(
+        "nproc-per-node",
+        int | None,
         None,
-        "--hang-timeout",
-        envvar="SUPERVISE_HANG_TIMEOUT",
-        show_envvar=True,
-        show_default="auto: calibrated from observed step times",
-        help="Seconds without a heartbeat (sup.step) after the first step before a rank is hung.",
+        "Launch CMD (a script) through torch.distributed.run with this many ranks; nodes, "
+        "node rank and master come from the Indexed Job or JobSet environment.",
+        shown="off: run CMD as given",
     ),
-    init_timeout: float = typer.Option(
-        DEFAULT_INIT_TIMEOUT,
-        "--init-timeout",
-        envvar="SUPERVISE_INIT_TIMEOUT",
-        show_envvar=True,
-        help="Seconds a rank that attached may take to its first step.",
-    ),
-    phase_timeouts: str = typer.Option(
-        "",
-        "--phase-timeouts",
-        envvar="SUPERVISE_PHASE_TIMEOUTS",
-        show_envvar=True,
-        help="Timeouts for named phases (`with sup.phase(NAME)`), e.g. checkpoint=1800,eval=600.",
-    ),
-    log_silence_timeout: float = typer.Option(
+    Flag(
+        "nnodes",
+        int | None,
         None,
-        "--log-silence-timeout",
-        envvar="SUPERVISE_LOG_SILENCE_TIMEOUT",
-        show_envvar=True,
-        show_default="off",
-        help="For programs without heartbeats: seconds without any output before the run is "
-        "called hung.",
+        "Nodes in the job (with --nproc-per-node).",
+        shown="derived",
     ),
-    checkpoint_dir: str = typer.Option(
+    Flag(
+        "node-rank",
+        int | None,
         None,
-        "--checkpoint-dir",
-        envvar="SUPERVISE_CHECKPOINT_DIR",
-        show_envvar=True,
-        show_default="none",
-        help="The run's checkpoint directory. supervise keeps its hang calibration there "
-        "(local paths), so a resumed run does not start blind.",
+        "This node's rank (with --nproc-per-node).",
+        shown="derived",
     ),
-    nproc_per_node: int = typer.Option(
+    Flag(
+        "master-addr",
+        str | None,
         None,
-        "--nproc-per-node",
-        envvar="SUPERVISE_NPROC_PER_NODE",
-        show_envvar=True,
-        show_default="off: run CMD as given",
-        help="Launch CMD (a script) through torch.distributed.run with this many ranks; "
-        "nodes, node rank and master come from the Indexed Job or JobSet environment.",
+        "Rendezvous host (with --nproc-per-node).",
+        shown="derived",
     ),
-    nnodes: int = typer.Option(
+    Flag(
+        "master-port",
+        int | None,
         None,
-        "--nnodes",
-        envvar="SUPERVISE_NNODES",
-        show_envvar=True,
-        show_default="derived",
-        help="Nodes in the job (with --nproc-per-node).",
+        "Rendezvous port (with --nproc-per-node).",
+        shown="derived, else 29500",
     ),
-    node_rank: int = typer.Option(
-        None,
-        "--node-rank",
-        envvar="SUPERVISE_NODE_RANK",
-        show_envvar=True,
-        show_default="derived",
-        help="This node's rank (with --nproc-per-node).",
-    ),
-    master_addr: str = typer.Option(
-        None,
-        "--master-addr",
-        envvar="SUPERVISE_MASTER_ADDR",
-        show_envvar=True,
-        show_default="derived",
-        help="Rendezvous host (with --nproc-per-node).",
-    ),
-    master_port: int = typer.Option(
-        None,
-        "--master-port",
-        envvar="SUPERVISE_MASTER_PORT",
-        show_envvar=True,
-        show_default="derived, else 29500",
-        help="Rendezvous port (with --nproc-per-node).",
-    ),
-    fake_gpus: str = FAKE_GPUS,
-    gpu_poll_interval: float = typer.Option(
-        DEFAULT_GPU_POLL_INTERVAL,
-        "--gpu-poll-interval",
-        envvar="SUPERVISE_GPU_POLL_INTERVAL",
-        show_envvar=True,
-        help="Seconds between polls of GPU state (ECC, remaps, clocks, NVLink, PCIe); Xids "
-        "arrive as events at once.",
-    ),
-    gpu_config: str = GPU_CONFIG,
-    require_gpus: bool = REQUIRE_GPUS,
-    preflight: bool = typer.Option(
+    # GPUs.
+    Flag(
+        "preflight",
+        bool,
         False,
-        "--preflight",
-        envvar="SUPERVISE_PREFLIGHT",
-        show_envvar=True,
-        help="Check the GPUs once (as `supervise doctor`) before starting CMD; a failed or "
+        "Check the GPUs once (as `supervise doctor`) before starting CMD; a failed or "
         "degraded GPU exits 82/83 and starts nothing.",
     ),
-    nvml_timeout: float = NVML_TIMEOUT,
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    Flag(
+        "gpu-poll-interval",
+        float,
+        DEFAULT_GPU_POLL_INTERVAL,
+        "Seconds between polls of GPU state (ECC, remaps, clocks, NVLink, PCIe); Xids "
+        "arrive as events at once.",
     ),
-) -> None:
+    *GPU,
+)
+
+VERSION = Flag("version", bool, False, "Print the version and exit.", twin=False, callback=_version)
+
+
+@command(CMD, *FLAGS, VERSION)
+def run_command(**given: Any) -> None:
     """Run CMD under supervision and exit with one code per failure class."""
+    args = SimpleNamespace(**given)
     options = Options(
-        command=tuple(command or ()),
-        grace_period=grace_period,
-        termination_log=termination_log,
-        event_log=None if event_log == "-" else event_log,
-        failure_grace=failure_grace,
-        shutdown_timeout=shutdown_timeout,
-        degraded_deadline=degraded_deadline,
-        max_restarts=max_restarts,
-        restart_on_training_failure=restart_on_training_failure,
-        degrade_on_step_time=degrade_on_step_time,
+        command=tuple(args.command or ()),
+        grace_period=args.grace_period,
+        termination_log=args.termination_log,
+        event_log=None if args.event_log == "-" else args.event_log,
+        failure_grace=args.failure_grace_period,
+        shutdown_timeout=args.shutdown_timeout,
+        degraded_deadline=args.degraded_deadline,
+        max_restarts=args.max_restarts,
+        restart_on_training_failure=args.restart_on_training_failure,
+        degrade_on_step_time=args.degrade_on_step_time,
     )
     hang = HangOptions(
-        hang_timeout=hang_timeout,
-        init_timeout=init_timeout,
-        log_silence_timeout=log_silence_timeout,
-        phase_timeouts=parse_phase_timeouts(phase_timeouts),
+        hang_timeout=args.hang_timeout,
+        init_timeout=args.init_timeout,
+        log_silence_timeout=args.log_silence_timeout,
+        phase_timeouts=parse_phase_timeouts(args.phase_timeouts),
     )
     gpu = GpuOptions(
-        poll_interval=gpu_poll_interval,
-        fake_gpus=fake_gpus,
-        config=gpu_config,
-        require_gpus=require_gpus,
-        call_timeout=nvml_timeout,
+        poll_interval=args.gpu_poll_interval,
+        fake_gpus=args.fake_gpus,
+        config=args.gpu_config,
+        require_gpus=args.require_gpus,
+        call_timeout=args.nvml_timeout,
     )
     launch = None
-    if nproc_per_node is not None:
+    if args.nproc_per_node is not None:
         from supervisor.k8s.launch import LaunchOverrides
         from supervisor.run.plan import Launch
 
-        overrides = LaunchOverrides(nnodes, node_rank, master_addr, master_port)
-        launch = Launch(nproc_per_node, overrides)
-    pace = _pace(step_time_ratio, step_time_sustain)
+        overrides = LaunchOverrides(args.nnodes, args.node_rank, args.master_addr, args.master_port)
+        launch = Launch(args.nproc_per_node, overrides)
+    pace = _pace(args.step_time_ratio, args.step_time_sustain)
     code = supervise(
         options,
         hang,
         gpu,
-        preflight=preflight,
+        preflight=args.preflight,
         launch=launch,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=args.checkpoint_dir,
         pace=pace,
     )
     raise typer.Exit(code.code)
@@ -291,7 +277,7 @@ def _pace(ratio: float, sustain: float) -> steptime.Config:
     return steptime.Config(ratio=ratio, sustain=sustain)
 
 
-def supervise(*args, **kwargs) -> ExitCode:  # type: ignore[no-untyped-def]
+def supervise(*args: Any, **kwargs: Any) -> ExitCode:
     """The run itself (`supervisor.run.supervise`), imported only when a run starts."""
     from supervisor.run.supervise import supervise as run
 

@@ -44,16 +44,13 @@ def test_import_supervisor_is_light() -> None:
         assert heavy not in loaded.split(), heavy
 
 
-def test_readme_documents_every_run_flag_and_its_environment_twin() -> None:
-    import inspect
-
-    from supervisor.cli.run import run_command
+def test_readme_flag_table_is_generated_from_the_run_flags() -> None:
+    from supervisor.cli.flags import markdown_table
+    from supervisor.cli.run import FLAGS
 
     readme = (ROOT / "README.md").read_text()
-    for param in inspect.signature(run_command).parameters.values():
-        info = param.default
-        flag = (getattr(info, "param_decls", None) or (None,))[0]
-        if flag in (None, "--version"):
-            continue
-        assert f"`{flag}`" in readme, f"README's flag table lacks {flag}"
-        assert info.envvar in readme, f"README's flag table lacks {info.envvar}"
+    found = re.search(r"<!-- run-flags:begin -->\n(.*?)\n<!-- run-flags:end -->", readme, re.S)
+    assert found, "README lost its run-flags markers"
+    assert found.group(1) == markdown_table(FLAGS), (
+        "regenerate with supervisor.cli.flags.markdown_table(supervisor.cli.run.FLAGS)"
+    )
