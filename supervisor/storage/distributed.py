@@ -19,7 +19,6 @@ collectives). torch is imported inside functions only.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -123,7 +122,7 @@ def save_sharded(
     if failed is not None:
         raise failed
     try:
-        dcp.save(state_dict, storage_writer=_writer(storage, f"{directory}/dcp"))
+        dcp.save(state_dict, storage_writer=storage.strategy.dcp_writer(f"{directory}/dcp"))
     except BaseException as err:
         failed = err
     all_wrote = _all_ok(failed is None)
@@ -193,7 +192,7 @@ def load_sharded(
     chosen = int(chosen_str)
     manifest = store.manifest(chosen)
     directory = store.reader.attempt_dir(manifest)
-    dcp.load(state_dict, storage_reader=_reader(store.storage, f"{directory}/dcp"))
+    dcp.load(state_dict, storage_reader=store.storage.strategy.dcp_reader(f"{directory}/dcp"))
     return chosen
 
 
@@ -211,24 +210,3 @@ def _digest(storage: Any, path: str) -> str:
         while chunk := stream.read(8 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _writer(storage: Any, path: str) -> Any:
-    if storage.local:
-        from torch.distributed.checkpoint import FileSystemWriter
-
-        os.makedirs(path, exist_ok=True)
-        return FileSystemWriter(path, sync_files=True, overwrite=False)
-    from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
-
-    return FsspecWriter(storage.fs.unstrip_protocol(path), sync_files=True, overwrite=False)
-
-
-def _reader(storage: Any, path: str) -> Any:
-    if storage.local:
-        from torch.distributed.checkpoint import FileSystemReader
-
-        return FileSystemReader(path)
-    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
-
-    return FsspecReader(storage.fs.unstrip_protocol(path))

@@ -1,12 +1,13 @@
 """`CheckpointStore`: save and load training state, atomically and without pickle.
 
-Guarantees (the commit protocol is in `backend`, the layout in `layout`):
+Guarantees (the commit protocol per storage kind is in `backend` and its strategies, the
+layout in `layout`):
 
 - A step becomes visible only when its `COMMITTED` marker is written, after every data file
   and the manifest are durable. A reader (`latest`, `load`, `steps`) never sees a partial
   step, whatever moment the writer dies at. Failure windows: none for local filesystems;
   on object stores without a create-only put, two concurrent writers of one step (see
-  `backend`).
+  `marker_commit`).
 - A committed step is never overwritten: saving an existing step again succeeds only if the
   content is identical (same files, sizes and checksums) and raises `CheckpointError`
   otherwise. The losing attempt's files are removed; the committed ones are untouched.
@@ -121,7 +122,7 @@ class CheckpointStore:
         self.shard_bytes = shard_bytes
         self.storage = Storage(url, storage_options)
         self.reader = Reader(self.storage)
-        self.writers = writers or (1 if self.storage.local else 8)
+        self.writers = writers or self.storage.strategy.writers
         self.on_commit = on_commit
         self._pool: ThreadPoolExecutor | None = None
         self._housekeeping: Future[None] | None = None
@@ -311,15 +312,8 @@ class CheckpointStore:
         def read(entry: layout.FileEntry) -> None:
             nonlocal skeleton, pickles
             where = f"{base}/{entry.path}"
-            if entry.path.endswith(".safetensors") and self.storage.local:
-                with self.storage.guard(f"reading {where}"):
-                    found, digest, size = tensorfile.map_file(where, where)
-                _check(entry, digest, size, where)
-                tensors.update(found)
-                return
             if entry.path.endswith(".safetensors"):
-                with self.storage.guard(f"reading {where}"), self.storage.open_read(where) as f:
-                    found, digest, size = tensorfile.read_file(f, where)
+                found, digest, size = self.storage.read_tensors(where)
                 _check(entry, digest, size, where)
                 tensors.update(found)
                 return
@@ -390,14 +384,13 @@ class CheckpointStore:
             if stale_staging or torn_step:
                 self.storage.remove(target)
                 removed.append(name)
-            elif step is not None and step in committed and not self.storage.local:
+            elif step is not None and step in committed:
+                # Object stores write concurrent attempts of a step side by side; a renamed
+                # local step holds only its winner, so there this finds nothing.
                 marker = self.reader.marker(step)
-                with self.storage.guard(f"listing {target}"):
-                    children = self.storage.fs.ls(target, detail=False)
-                for child in children:
-                    leaf = child.rstrip("/").rsplit("/", 1)[-1]
+                for leaf in self.storage.children(target):
                     if marker is not None and leaf not in (layout.MARKER, marker.attempt):
-                        self.storage.remove(child)
+                        self.storage.remove(f"{target}/{leaf}")
                         removed.append(f"{name}/{leaf}")
         return removed
 
