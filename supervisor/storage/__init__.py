@@ -8,7 +8,8 @@ Training code uses `CheckpointStore` (also exported as `supervisor.CheckpointSto
 
 The supervisor process uses the module functions `steps`, `latest`, `verify`, which never
 import torch. The guarantees and failure windows are in `store` (saving), `backend` (the
-commit protocol per storage kind) and `reader` (what counts as committed).
+commit protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as
+committed).
 
 Importing this package costs fsspec but never torch.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from supervisor.storage.layout import Manifest
 from supervisor.storage.reader import Reader, Verification
+from supervisor.storage.sharded import load_sharded, save_sharded
 from supervisor.storage.store import CheckpointStore, SaveHandle
 
 __all__ = [
@@ -59,17 +61,3 @@ def verify(
 ) -> Verification:
     """Deep-check one step (every byte against its checksum). Torch-free."""
     return _reader(url, storage_options).verify(step, progress)
-
-
-def save_sharded(store: CheckpointStore, step: int, state_dict: dict, **kw: Any) -> Manifest | None:
-    """Collective DCP save committed by our manifest and marker; see `distributed`."""
-    from supervisor.storage.distributed import save_sharded as impl
-
-    return impl(store, step, state_dict, **kw)
-
-
-def load_sharded(store: CheckpointStore, state_dict: dict, step: int | None = None) -> int:
-    """Collective DCP load of a verified sharded step into `state_dict`; returns the step."""
-    from supervisor.storage.distributed import load_sharded as impl
-
-    return impl(store, state_dict, step)

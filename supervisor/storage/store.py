@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.core.errors import CheckpointError, StorageError
-from supervisor.storage import checksum, codec, layout, tensorfile
+from supervisor.storage import checksum, codec, layout, ranks, tensorfile
 from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader, Verification
 from supervisor.storage.retention import Retention, to_delete
@@ -174,12 +174,10 @@ class CheckpointStore:
         """Write `state` as step `step` and commit it; blocks until durable; the manifest.
 
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
-        and the others return None once the commit is known (see `distributed`)."""
+        and the others return None once the commit is known (see `ranks.rank_zero`)."""
         self._settle()
-        from supervisor.storage import distributed
-
-        if distributed.world_size() > 1:
-            manifest = distributed.rank_zero(
+        if ranks.world_size() > 1:
+            manifest = ranks.rank_zero(
                 lambda: self._commit(self._prepare(step, state, metadata, reason, False)), step
             )
         else:
@@ -201,9 +199,7 @@ class CheckpointStore:
         snapshots and writes; the other ranks get a handle that is already done (None),
         since waiting for a background commit would need a collective."""
         self._settle()
-        from supervisor.storage import distributed
-
-        if distributed.world_size() > 1 and distributed.rank() != 0:
+        if ranks.world_size() > 1 and ranks.rank() != 0:
             done: Future[layout.Manifest] = Future()
             done.set_result(None)  # type: ignore[arg-type]
             return SaveHandle(step, done, self)
@@ -401,8 +397,6 @@ class CheckpointStore:
     ) -> _Prepared:
         import torch
 
-        from supervisor.storage import distributed
-
         layout.check_step(step)
         layout.check_reason(reason)
         try:
@@ -429,7 +423,7 @@ class CheckpointStore:
             skeleton=json.dumps(encoded.skeleton, separators=(",", ":")).encode(),
             pickles=pickles,
             tensor_bytes=sum(p.body_size for p in plans),
-            world_size=distributed.world_size(),
+            world_size=ranks.world_size(),
             versions={"torch": torch.__version__},
             keepalive=keepalive,
         )
