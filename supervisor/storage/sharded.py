@@ -17,12 +17,11 @@ is imported inside functions only.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-from supervisor.core.errors import CheckpointError, StorageError
-from supervisor.storage import checksum, layout, ranks
+from supervisor.core.errors import CheckpointError
+from supervisor.storage import checksum, layout, ranks, writer
 from supervisor.storage.backend import Storage
 from supervisor.storage.store import CheckpointStore
 
@@ -56,14 +55,13 @@ def save_sharded(
         failed = err
     if not ranks.all_ok(failed is None):
         if dist.get_rank() == 0:
-            with contextlib.suppress(StorageError):  # keep the original error
-                storage.discard(step, attempt)
+            writer.discard_quietly(storage, step, attempt)
         if failed is not None:
             raise failed
         raise CheckpointError(f"another rank failed to write checkpoint step {step}; see its log")
 
     def commit() -> layout.Manifest:
-        try:
+        with writer.discard_on_error(storage, step, attempt):
             files = [
                 layout.FileEntry(path, size, _digest(storage, f"{directory}/{path}"))
                 for path, size in sorted(storage.sizes(directory).items())
@@ -80,10 +78,6 @@ def save_sharded(
                 versions={"torch": torch.__version__},
             )
             return store.commit_manifest(manifest, directory)
-        except BaseException:
-            with contextlib.suppress(StorageError):  # keep the original error
-                storage.discard(step, attempt)
-            raise
 
     return ranks.rank_zero(commit, step)
 

@@ -1,7 +1,15 @@
 """`CheckpointStore`: save and load training state, atomically and without pickle.
 
-Guarantees (the commit protocol per storage kind is in `backend` and its strategies, the
-layout in `layout`):
+The public face of the package; each duty lives in its own module, whose docstring states
+its guarantees:
+
+- `snapshot`: the state turned into bytes to write (for `save_async`, copied to host memory).
+- `writer`: one attempt's files, its manifest, and the commit (`strategy` per storage kind).
+- `loader`: loading with every checksum verified.
+- `housekeeping`: retention and the leftovers of failed saves.
+- `ranks`: the collectives that keep ranks in step under torch.distributed.
+
+Guarantees, in short:
 
 - A step becomes visible only when its `COMMITTED` marker is written, after every data file
   and the manifest are durable. A reader (`latest`, `load`, `steps`) never sees a partial
@@ -26,53 +34,26 @@ use it as a context manager) before the process exits so the last async save fin
 
 Files are written one at a time on local disks and `writers` at a time on object stores,
 where parallel uploads pay off. Retention runs on the background thread after a commit.
-
-Loading checks every file's checksum. Local files are mapped copy-on-write instead of
-copied (see `tensorfile.map_file`): the loaded tensors are private to the caller, and
-writing to them never touches the checkpoint. Other storage is read into fresh tensors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import os
 import threading
-import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.core.errors import CheckpointError, StorageError
-from supervisor.storage import checksum, codec, layout, ranks, tensorfile
+from supervisor.storage import housekeeping, layout, loader, ranks, snapshot, writer
 from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader, Verification
-from supervisor.storage.retention import Retention, to_delete
+from supervisor.storage.retention import Retention
 
 ENV_DIR = "SUPERVISE_CHECKPOINT_DIR"
 DEFAULT_DIR = "checkpoints"
 DEFAULT_SHARD_BYTES = 256 << 20
 _WORKER = "supervise-ckpt"
-
-
-@dataclass
-class _Prepared:
-    """Everything a write needs, already independent of the caller's live state."""
-
-    step: int
-    reason: str
-    metadata: dict[str, Any]
-    plans: list[tensorfile.Plan]
-    bodies: list[list[memoryview]]
-    skeleton: bytes
-    pickles: bytes | None
-    tensor_bytes: int
-    world_size: int
-    versions: dict[str, str]
-    keepalive: list[Any] = field(default_factory=list)  # tensors the memoryviews point into
 
 
 class SaveHandle:
@@ -100,8 +81,9 @@ class CheckpointStore:
 
     `on_commit(step)` is called once a commit is known, on the calling (training) thread and
     on every rank: at the end of `save`, and for `save_async` at the next call that settles
-    it (`wait`, `close`, the next save). Pass `sup.committed` so supervise learns of every
-    commit; it must stay on the training thread, which owns the rank's channel slot."""
+    it (`wait`, `close`, the next save). Pass `sup.committed` so
+    supervise learns of every commit; it must stay on the training thread, which owns the
+    rank's channel slot."""
 
     def __init__(
         self,
@@ -128,8 +110,7 @@ class CheckpointStore:
         self._housekeeping: Future[None] | None = None
         self._inflight: Future[layout.Manifest] | None = None
         self._unreported: Future[layout.Manifest] | None = None
-        self._slab: Any = None
-        self._lock = threading.Lock()
+        self._host_buffer = snapshot.HostBuffer()
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.url!r})"
@@ -176,12 +157,11 @@ class CheckpointStore:
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
         and the others return None once the commit is known (see `ranks.rank_zero`)."""
         self._settle()
-        if ranks.world_size() > 1:
-            manifest = ranks.rank_zero(
-                lambda: self._commit(self._prepare(step, state, metadata, reason, False)), step
-            )
-        else:
-            manifest = self._commit(self._prepare(step, state, metadata, reason, snapshot=False))
+
+        def write() -> layout.Manifest:
+            return self._write(self._prepare(step, state, metadata, reason, to_host=False))
+
+        manifest = ranks.rank_zero(write, step) if ranks.world_size() > 1 else write()
         self._announce(step)
         return manifest
 
@@ -203,8 +183,8 @@ class CheckpointStore:
             done: Future[layout.Manifest] = Future()
             done.set_result(None)  # type: ignore[arg-type]
             return SaveHandle(step, done, self)
-        prepared = self._prepare(step, state, metadata, reason, snapshot=True)
-        future = self._worker().submit(self._commit, prepared)
+        prepared = self._prepare(step, state, metadata, reason, to_host=True)
+        future = self._worker().submit(self._write, prepared)
         self._inflight = future
         return SaveHandle(step, future, self)
 
@@ -222,7 +202,7 @@ class CheckpointStore:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-            self._slab = None
+            self._host_buffer.release()
 
     def _worker(self) -> ThreadPoolExecutor:
         """The one background thread: async writes and retention, in submission order."""
@@ -232,9 +212,9 @@ class CheckpointStore:
 
     def _tidy(self) -> None:
         """Wait for retention still running after the last save, so reads see its result."""
-        housekeeping, self._housekeeping = self._housekeeping, None
-        if housekeeping is not None:
-            housekeeping.result()  # never raises: retention only warns
+        retention, self._housekeeping = self._housekeeping, None
+        if retention is not None:
+            retention.result()  # never raises: retention only warns
 
     def _settle(self) -> None:
         """Wait for background work; remember a failed save to raise it."""
@@ -283,66 +263,9 @@ class CheckpointStore:
         self._tidy()  # retention from the last save may still be deleting old steps
         self._raise_pending()
         if step is not None:
-            return self._load(layout.check_step(step), map_location)
-        candidates = self.reader.steps()
-        for candidate in reversed(candidates):
-            try:
-                return self._load(candidate, map_location)
-            except CheckpointError as err:
-                warnings.warn(f"skipping checkpoint step {candidate}: {err}", stacklevel=2)
-        raise CheckpointError(
-            f"no loadable checkpoint under {self.url} (committed steps: {candidates or 'none'})"
-        )
-
-    def _load(self, step: int, map_location: Any) -> Any:
-        manifest = self.reader.manifest(step)
-        if manifest.kind != "state":
-            raise CheckpointError(
-                f"step {step} is a {manifest.kind} checkpoint; load it with load_sharded()"
-            )
-        base = self.reader.attempt_dir(manifest)
-        tensors: dict[int, Any] = {}
-        skeleton: Any = None
-        pickles: list[Any] = []
-
-        def read(entry: layout.FileEntry) -> None:
-            nonlocal skeleton, pickles
-            where = f"{base}/{entry.path}"
-            if entry.path.endswith(".safetensors"):
-                found, digest, size = self.storage.read_tensors(where)
-                _check(entry, digest, size, where)
-                tensors.update(found)
-                return
-            raw = self.storage.read(where)
-            if raw is None:
-                raise CheckpointError(f"{where} is missing; step {step} is corrupt")
-            _check(entry, checksum.of(raw), len(raw), where)
-            if entry.path == layout.SKELETON:
-                skeleton = json.loads(raw)
-            elif entry.path == layout.PICKLES:
-                import torch
-
-                pickles = torch.load(io.BytesIO(raw), weights_only=True)
-
-        def read_or_corrupt(entry: layout.FileEntry) -> None:
-            try:
-                read(entry)
-            except StorageError as err:
-                if isinstance(err.__cause__, FileNotFoundError):
-                    raise CheckpointError(
-                        f"{base}/{entry.path} is missing; step {step} is corrupt"
-                    ) from err
-                raise
-
-        self._parallel(read_or_corrupt, manifest.files)
-        if len(tensors) != manifest.tensor_count:
-            raise CheckpointError(
-                f"step {step}: {len(tensors)} tensors, manifest says {manifest.tensor_count}"
-            )
-        ordered = [tensors[i] for i in range(len(tensors))]
-        if str(map_location) != "cpu":
-            ordered = [t.to(map_location) for t in ordered]
-        return codec.decode(skeleton, ordered, pickles)
+            step = layout.check_step(step)
+            return loader.load_step(self.storage, self.reader, step, map_location, self.writers)
+        return loader.load_newest(self.storage, self.reader, map_location, self.writers)
 
     # Retention -------------------------------------------------------------------------
 
@@ -354,221 +277,56 @@ class CheckpointStore:
             if keep_last is None and keep_every is None
             else Retention(keep_last or self.retention.keep_last, keep_every)
         )
-        committed = self.reader.steps()
-        doomed = to_delete(committed, retention)
-        for step in doomed:
-            self.storage.trash(step)
-        self.cleanup()
-        return doomed
+        return housekeeping.prune(self.storage, self.reader, retention)
 
     def cleanup(self) -> list[str]:
         """Remove what no reader can see and no live writer can still commit.
 
         Staging directories and marker-less steps older than the newest committed step,
         deleted-step leftovers, and losing attempts inside committed steps."""
-        committed = self.reader.steps()
-        newest = committed[-1] if committed else -1
-        removed = []
-        for name in self.storage.names():
-            staged = layout.parse_staging_dirname(name)
-            step = layout.parse_step_dirname(name)
-            target = self.storage.path(name)
-            stale_staging = staged is not None and (
-                staged[0] <= newest or staged[1].startswith("deleted-")
-            )
-            torn_step = step is not None and step not in committed and step < newest
-            if stale_staging or torn_step:
-                self.storage.remove(target)
-                removed.append(name)
-            elif step is not None and step in committed:
-                # Object stores write concurrent attempts of a step side by side; a renamed
-                # local step holds only its winner, so there this finds nothing.
-                marker = self.reader.marker(step)
-                for leaf in self.storage.children(target):
-                    if marker is not None and leaf not in (layout.MARKER, marker.attempt):
-                        self.storage.remove(f"{target}/{leaf}")
-                        removed.append(f"{name}/{leaf}")
-        return removed
+        return housekeeping.remove_leftovers(self.storage, self.reader)
 
-    # Internals -------------------------------------------------------------------------
-
-    def _prepare(
-        self, step: int, state: Any, metadata: dict[str, Any] | None, reason: str, snapshot: bool
-    ) -> _Prepared:
-        import torch
-
-        layout.check_step(step)
-        layout.check_reason(reason)
-        try:
-            json.dumps(metadata or {})
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {err}") from err
-        encoded = codec.encode(state, self.allow_pickle)
-        plans = tensorfile.plan_files(encoded.tensors, self.shard_bytes)
-        if snapshot:
-            bodies, keepalive = self._snapshot(encoded.tensors, plans)
-        else:
-            bodies, keepalive = _direct(encoded.tensors, plans)
-        pickles = None
-        if encoded.pickles:
-            buffer = io.BytesIO()
-            torch.save(encoded.pickles, buffer)
-            pickles = buffer.getvalue()
-        return _Prepared(
-            step=step,
-            reason=reason,
-            metadata=dict(metadata or {}),
-            plans=plans,
-            bodies=bodies,
-            skeleton=json.dumps(encoded.skeleton, separators=(",", ":")).encode(),
-            pickles=pickles,
-            tensor_bytes=sum(p.body_size for p in plans),
-            world_size=ranks.world_size(),
-            versions={"torch": torch.__version__},
-            keepalive=keepalive,
-        )
-
-    def _snapshot(self, tensors: list[Any], plans: list[tensorfile.Plan]) -> tuple[list, list]:
-        """Copy every tensor into one reused host buffer laid out like the files' bodies."""
-        import torch
-
-        bases, total = [], 0
-        for plan in plans:
-            bases.append(total)
-            total += -(-plan.body_size // 64) * 64  # 64-byte aligned bases keep views legal
-        on_gpu = any(t.device.type == "cuda" for t in tensors)
-        if self._slab is None or self._slab.numel() < total:
-            self._slab = None
-            self._slab = torch.empty(max(total, 1), dtype=torch.uint8, pin_memory=on_gpu)
-        slab = self._slab
-        bodies = []
-        for plan, base in zip(plans, bases, strict=True):
-            for entry in plan.entries:
-                if entry.end > entry.begin:
-                    src = tensors[entry.index].detach()
-                    dst = slab[base + entry.begin : base + entry.end].view(src.dtype)
-                    dst.view(src.shape).copy_(src, non_blocking=on_gpu)
-            body = tensorfile.tensor_memory(slab[base : base + plan.body_size])
-            bodies.append([body])
-        if on_gpu:
-            torch.cuda.synchronize()
-        return bodies, [slab]
-
-    def _commit(self, prepared: _Prepared) -> layout.Manifest:
-        step, attempt = prepared.step, layout.new_attempt()
-        storage = self.storage
-        directory = storage.begin(step, attempt)
-        try:
-            files = self._write_files(prepared, directory)
-            manifest = layout.Manifest(
-                step=step,
-                attempt=attempt,
-                reason=prepared.reason,
-                kind="state",
-                wall_time=time.time(),
-                world_size=prepared.world_size,
-                files=tuple(files),
-                tensor_bytes=prepared.tensor_bytes,
-                tensor_count=sum(len(p.entries) for p in prepared.plans),
-                metadata=prepared.metadata,
-                versions=prepared.versions,
-            )
-            return self.commit_manifest(manifest, directory)
-        except BaseException:
-            with contextlib.suppress(StorageError):  # the original error matters more
-                storage.discard(step, attempt)
-            raise
-        finally:
-            prepared.keepalive.clear()
+    # Committing ------------------------------------------------------------------------
 
     def commit_manifest(self, manifest: layout.Manifest, directory: str) -> layout.Manifest:
         """Write the manifest and the marker for files already durable in `directory`.
 
         Returns the committed manifest (the existing one if an identical step was already
-        committed). Used by sharded saves too. Prunes and cleans up after a commit."""
-        raw = manifest.to_json()
-        self.storage.put(f"{directory}/{layout.MANIFEST}", raw)
-        marker = layout.Marker.for_manifest(manifest, raw)
-        if not self.storage.commit(manifest.step, manifest.attempt, marker.to_json()):
-            existing = self.reader.manifest(manifest.step)
-            self.storage.discard(manifest.step, manifest.attempt)
-            if existing.same_content(manifest):
-                return existing
-            raise CheckpointError(
-                f"step {manifest.step} is already committed under {self.url} with different "
-                "content; committed steps are never overwritten: save under a new step number"
-            )
-        self._after_commit()
-        return manifest
-
-    def _after_commit(self) -> None:
-        """Retention and cleanup, off the caller's critical path: deleting a large old step
-        takes as long as a good part of a save. Runs on the worker thread; the next save
-        (or close) waits for it, so it never overlaps another save."""
+        committed). Used by sharded saves too. Prunes and cleans up after a commit, off the
+        caller's critical path: deleting a large old step takes as long as a good part of a
+        save. Retention runs on the background thread; the next save (or close) waits for
+        it, so it never overlaps another save."""
+        committed = writer.publish(self.storage, self.reader, manifest, directory)
         if threading.current_thread().name.startswith(_WORKER):
             self._retire()
         else:
             self._housekeeping = self._worker().submit(self._retire)
+        return committed
 
     def _retire(self) -> None:
-        try:
-            for step in to_delete(self.reader.steps(), self.retention):
-                self.storage.trash(step)
-            self.cleanup()
-        except Exception as err:
-            # The new step is committed; failing to delete old ones must not fail the save.
-            warnings.warn(f"checkpoint retention: {err}", stacklevel=3)
+        housekeeping.retire(self.storage, self.reader, self.retention)
 
-    def _write_files(self, prepared: _Prepared, directory: str) -> list[layout.FileEntry]:
-        small = [(layout.SKELETON, prepared.skeleton)]
-        if prepared.pickles is not None:
-            small.append((layout.PICKLES, prepared.pickles))
-        entries = []
-        for name, data in small:
-            self.storage.put(f"{directory}/{name}", data)
-            entries.append(layout.FileEntry(name, len(data), checksum.of(data)))
-
-        def write(job: tuple[tensorfile.Plan, list[memoryview]]) -> layout.FileEntry:
-            plan, bodies = job
-            path = f"{directory}/{plan.name}"
-            sink = self.storage.sink(path)
-            with self.storage.guard(f"writing {path}"):
-                try:
-                    digest = tensorfile.write_file(sink, plan, bodies)
-                except BaseException:
-                    sink.discard()
-                    raise
-            return layout.FileEntry(plan.name, plan.size, digest)
-
-        entries.extend(
-            self._parallel(write, list(zip(prepared.plans, prepared.bodies, strict=True)))
+    def _prepare(
+        self, step: int, state: Any, metadata: dict[str, Any] | None, reason: str, to_host: bool
+    ) -> snapshot.Prepared:
+        return snapshot.prepare(
+            step,
+            state,
+            metadata,
+            reason,
+            allow_pickle=self.allow_pickle,
+            shard_bytes=self.shard_bytes,
+            world_size=ranks.world_size(),
+            buffer=self._host_buffer if to_host else None,
         )
-        return entries
 
-    def _parallel(self, fn: Callable[[Any], Any], jobs: Any) -> list[Any]:
-        jobs = list(jobs)
-        if self.writers <= 1 or len(jobs) <= 1:
-            return [fn(job) for job in jobs]
-        with ThreadPoolExecutor(min(self.writers, len(jobs))) as pool:
-            return list(pool.map(fn, jobs))
-
-
-def _direct(tensors: list[Any], plans: list[tensorfile.Plan]) -> tuple[list, list]:
-    """Bodies that point straight at the caller's tensors (CPU copies only where needed)."""
-    keepalive, bodies = [], []
-    for plan in plans:
-        views = []
-        for entry in plan.entries:
-            t = tensors[entry.index].detach()
-            if t.device.type != "cpu":
-                t = t.cpu()
-            t = t.contiguous()
-            keepalive.append(t)
-            views.append(tensorfile.tensor_memory(t))
-        bodies.append(views)
-    return bodies, keepalive
-
-
-def _check(entry: layout.FileEntry, digest: str, size: int, where: str) -> None:
-    if size != entry.size or digest != entry.xxh3:
-        raise CheckpointError(f"{where} fails its checksum; the step is corrupt")
+    def _write(self, prepared: snapshot.Prepared) -> layout.Manifest:
+        attempt = layout.new_attempt()
+        try:
+            with writer.discard_on_error(self.storage, prepared.step, attempt):
+                directory, manifest = writer.write_attempt(
+                    self.storage, prepared, attempt, self.writers
+                )
+                return self.commit_manifest(manifest, directory)
+        finally:
+            prepared.keepalive.clear()

@@ -204,11 +204,11 @@ def test_async_saves_reuse_one_snapshot_buffer(tmp_path) -> None:
     store = Backend("local", str(tmp_path / "ckpt")).store()
     state = {"w": torch.randn(1 << 16), "b": torch.randn(10)}
     store.save_async(1, state).wait()
-    buffer = store._slab.data_ptr()
+    buffer = store._host_buffer.slab.data_ptr()
     store.save_async(2, state).wait()
-    assert store._slab.data_ptr() == buffer
+    assert store._host_buffer.slab.data_ptr() == buffer
     store.close()
-    assert store._slab is None
+    assert store._host_buffer.slab is None
 
 
 def test_default_url_comes_from_the_environment(tmp_path, monkeypatch) -> None:
