@@ -7,9 +7,9 @@ Training code uses `CheckpointStore` (also exported as `supervisor.CheckpointSto
     state = store.load()                           # newest committed step that verifies
 
 The supervisor process uses the module functions `steps`, `latest`, `verify`, which never
-import torch. The guarantees and failure windows are in `store` (saving), `backend` (the
-commit protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as
-committed).
+import torch. The guarantees and failure windows are in `store` (an overview, and the
+modules of each duty), `backend` with `rename_commit` and `marker_commit` (the commit
+protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as committed).
 
 Importing this package costs fsspec but never torch.
 """
@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor.storage.layout import Manifest
+from supervisor.storage.lifecycle import SaveHandle
 from supervisor.storage.reader import Reader, Verification
 from supervisor.storage.sharded import load_sharded, save_sharded
-from supervisor.storage.store import CheckpointStore, SaveHandle
+from supervisor.storage.store import CheckpointStore
 
 __all__ = [
     "CheckpointStore",

@@ -5,6 +5,7 @@
   marker commit them (`CheckpointStore.commit_manifest`). DCP's own `.metadata` is only a
   data file to us, so DCP's overwrite window (data rewritten under an old `.metadata`)
   cannot occur: each save is a fresh attempt directory and the marker is create-only.
+  Once the step is committed, the store's `on_commit` is called on every rank, as by `save`.
 - `load_sharded`: rank 0 picks the step (the newest committed one unless given) and verifies
   every checksum before any rank lets DCP read its `.metadata`, which is a pickle and must
   not be read unchecked.
@@ -79,7 +80,9 @@ def save_sharded(
             )
             return store.commit_manifest(manifest, directory)
 
-    return ranks.rank_zero(commit, step)
+    manifest = ranks.rank_zero(commit, step)
+    store._announce(step)  # the package's own: on_commit, as `save` calls it
+    return manifest
 
 
 def load_sharded(

@@ -5,6 +5,7 @@ its guarantees:
 
 - `snapshot`: the state turned into bytes to write (for `save_async`, copied to host memory).
 - `writer`: one attempt's files, its manifest, and the commit (`strategy` per storage kind).
+- `lifecycle`: the async save in flight, the background thread, `on_commit`.
 - `loader`: loading with every checksum verified.
 - `housekeeping`: retention and the leftovers of failed saves.
 - `ranks`: the collectives that keep ranks in step under torch.distributed.
@@ -24,9 +25,11 @@ Guarantees, in short:
 - Every storage failure raises `StorageError` (exit class INFRA_FAILED) and leaves every
   committed step intact; half-written attempts are removed on a best-effort basis and
   otherwise by `cleanup`, which runs after each commit.
+- `on_commit(step)` is called once per committed step, on the training thread, on every
+  rank (see `lifecycle` for when an async save's commit becomes known).
 
 Threads: `save`, `load`, `verify`, `prune` block in the calling thread. `save_async` blocks
-only to snapshot the tensors into a reused host buffer (and, first, to wait for the previous
+only to snapshot the tensors into a reused host buffer (and, first, to settle the previous
 save: at most one is in flight, so memory is bounded by one copy of the state). The write
 runs on one background thread; its error is raised by `handle.wait()`, by the next call on
 the store, and by `close()`. A store is meant for one training thread; call `close()` (or
@@ -38,50 +41,27 @@ where parallel uploads pay off. Retention runs on the background thread after a 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from supervisor.storage import housekeeping, layout, loader, ranks, snapshot, writer
 from supervisor.storage.backend import Storage
+from supervisor.storage.lifecycle import Lifecycle, SaveHandle
 from supervisor.storage.reader import Reader, Verification
 from supervisor.storage.retention import Retention
 
 ENV_DIR = "SUPERVISE_CHECKPOINT_DIR"
 DEFAULT_DIR = "checkpoints"
 DEFAULT_SHARD_BYTES = 256 << 20
-_WORKER = "supervise-ckpt"
-
-
-class SaveHandle:
-    """A save in flight. `wait()` returns its manifest or raises its error."""
-
-    def __init__(self, step: int, future: Future[layout.Manifest], store: CheckpointStore):
-        self.step = step
-        self._future = future
-        self._store = store
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def wait(self, timeout: float | None = None) -> layout.Manifest:
-        try:
-            return self._future.result(timeout)
-        except BaseException:
-            if self._future.done():
-                self._store._reported(self._future)
-            raise
 
 
 class CheckpointStore:
     """Atomic, checksummed checkpoints under one fsspec URL (see the module docstring).
 
     `on_commit(step)` is called once a commit is known, on the calling (training) thread and
-    on every rank: at the end of `save`, and for `save_async` at the next call that settles
-    it (`wait`, `close`, the next save). Pass `sup.committed` so
+    on every rank: at the end of `save`, and for `save_async` when it settles (`wait` on its
+    handle or the store, `close`, the next save; see `lifecycle`). Pass `sup.committed` so
     supervise learns of every commit; it must stay on the training thread, which owns the
     rank's channel slot."""
 
@@ -105,12 +85,16 @@ class CheckpointStore:
         self.storage = Storage(url, storage_options)
         self.reader = Reader(self.storage)
         self.writers = writers or self.storage.strategy.writers
-        self.on_commit = on_commit
-        self._pool: ThreadPoolExecutor | None = None
-        self._housekeeping: Future[None] | None = None
-        self._inflight: Future[layout.Manifest] | None = None
-        self._unreported: Future[layout.Manifest] | None = None
+        self._lifecycle = Lifecycle(on_commit)
         self._host_buffer = snapshot.HostBuffer()
+
+    @property
+    def on_commit(self) -> Callable[[int], None] | None:
+        return self._lifecycle.on_commit
+
+    @on_commit.setter
+    def on_commit(self, callback: Callable[[int], None] | None) -> None:
+        self._lifecycle.on_commit = callback
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.url!r})"
@@ -118,21 +102,20 @@ class CheckpointStore:
     def __enter__(self) -> CheckpointStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # Left by an exception, the other ranks may not be there for a collective.
+        self._close(collectively=exc_type is None)
 
     # Reading (no torch needed) ---------------------------------------------------------
 
     def steps(self) -> list[int]:
         """Committed steps, oldest first."""
-        self._tidy()
-        self._raise_pending()
+        self._lifecycle.settle_local(wait=False)
         return self.reader.steps()
 
     def latest(self) -> int | None:
         """The newest committed step whose manifest and files check out, or None."""
-        self._tidy()
-        self._raise_pending()
+        self._lifecycle.settle_local(wait=False)
         return self.reader.latest()
 
     def manifest(self, step: int) -> layout.Manifest:
@@ -156,13 +139,13 @@ class CheckpointStore:
 
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
         and the others return None once the commit is known (see `ranks.rank_zero`)."""
-        self._settle()
+        self._lifecycle.settle()
 
         def write() -> layout.Manifest:
             return self._write(self._prepare(step, state, metadata, reason, to_host=False))
 
         manifest = ranks.rank_zero(write, step) if ranks.world_size() > 1 else write()
-        self._announce(step)
+        self._lifecycle.announce(step)
         return manifest
 
     def save_async(
@@ -174,84 +157,35 @@ class CheckpointStore:
     ) -> SaveHandle:
         """Snapshot `state` to host memory now and write it in the background.
 
-        Waits for the previous save first (raising its error if it failed). After this
-        returns, the caller may modify `state` freely. Under torch.distributed only rank 0
-        snapshots and writes; the other ranks get a handle that is already done (None),
-        since waiting for a background commit would need a collective."""
-        self._settle()
-        if ranks.world_size() > 1 and ranks.rank() != 0:
-            done: Future[layout.Manifest] = Future()
-            done.set_result(None)  # type: ignore[arg-type]
-            return SaveHandle(step, done, self)
-        prepared = self._prepare(step, state, metadata, reason, to_host=True)
-        future = self._worker().submit(self._write, prepared)
-        self._inflight = future
-        return SaveHandle(step, future, self)
+        Settles the previous save first (raising its error if it failed). After this
+        returns, the caller may modify `state` freely. Under torch.distributed every rank
+        calls this; only rank 0 snapshots and writes, and every rank returns once rank 0's
+        snapshot is taken (raising if it failed). Every rank's handle settles together
+        (see `lifecycle`): rank 0's `wait()` returns the manifest, the others' None."""
+        self._lifecycle.settle()
+
+        def start() -> Callable[[], layout.Manifest]:
+            prepared = self._prepare(step, state, metadata, reason, to_host=True)
+            return lambda: self._write(prepared)
+
+        if ranks.world_size() > 1:
+            return self._lifecycle.start(step, ranks.rank_zero(start, step), collective=True)
+        return self._lifecycle.start(step, start(), collective=False)
 
     def wait(self) -> layout.Manifest | None:
-        """Wait for the save in flight, if any; raise its error."""
-        future = self._inflight
-        self._settle()
-        return future.result() if future is not None else None
+        """Wait for the save in flight, if any, and settle it: its manifest (None if there
+        was none, or on ranks other than 0), or its error raised."""
+        return self._lifecycle.settle()
 
     def close(self) -> None:
         """Finish the save in flight and raise its error, if any. Idempotent."""
+        self._close(collectively=True)
+
+    def _close(self, collectively: bool) -> None:
         try:
-            self._settle()
+            self._lifecycle.close(collectively)
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
             self._host_buffer.release()
-
-    def _worker(self) -> ThreadPoolExecutor:
-        """The one background thread: async writes and retention, in submission order."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix=_WORKER)
-        return self._pool
-
-    def _tidy(self) -> None:
-        """Wait for retention still running after the last save, so reads see its result."""
-        retention, self._housekeeping = self._housekeeping, None
-        if retention is not None:
-            retention.result()  # never raises: retention only warns
-
-    def _settle(self) -> None:
-        """Wait for background work; remember a failed save to raise it."""
-        self._tidy()
-        future = self._inflight
-        if future is not None:
-            with contextlib.suppress(BaseException):  # inspected just below
-                future.result()
-            self._inflight = None
-            if future.exception() is not None:
-                self._unreported = future
-            else:
-                self._announce(future.result().step)
-        self._raise_pending()
-
-    def _announce(self, step: int) -> None:
-        if self.on_commit is not None:
-            self.on_commit(step)
-
-    def _reported(self, future: Future[Any]) -> None:
-        if self._unreported is future:
-            self._unreported = None
-        if self._inflight is future:
-            self._inflight = None
-
-    def _raise_pending(self) -> None:
-        """Raise the error of a finished async save that nobody has seen yet."""
-        inflight = self._inflight
-        if inflight is not None and inflight.done():
-            self._inflight = None
-            if inflight.exception() is not None:
-                self._unreported = inflight
-        future, self._unreported = self._unreported, None
-        if future is not None:
-            err = future.exception()
-            assert err is not None
-            raise err
 
     # Loading ---------------------------------------------------------------------------
 
@@ -260,8 +194,7 @@ class CheckpointStore:
 
         With `step=None`, the newest committed step that loads; a corrupt newer step is
         skipped with a warning. Raises `CheckpointError` when there is none."""
-        self._tidy()  # retention from the last save may still be deleting old steps
-        self._raise_pending()
+        self._lifecycle.settle_local(wait=False)  # and retention from the last save is done
         if step is not None:
             step = layout.check_step(step)
             return loader.load_step(self.storage, self.reader, step, map_location, self.writers)
@@ -271,7 +204,7 @@ class CheckpointStore:
 
     def prune(self, keep_last: int | None = None, keep_every: int | None = None) -> list[int]:
         """Delete committed steps that retention lets go, then leftovers; returns deleted."""
-        self._settle()
+        self._lifecycle.settle_local(wait=True)
         retention = (
             self.retention
             if keep_last is None and keep_every is None
@@ -297,14 +230,15 @@ class CheckpointStore:
         save. Retention runs on the background thread; the next save (or close) waits for
         it, so it never overlaps another save."""
         committed = writer.publish(self.storage, self.reader, manifest, directory)
-        if threading.current_thread().name.startswith(_WORKER):
-            self._retire()
-        else:
-            self._housekeeping = self._worker().submit(self._retire)
+        self._lifecycle.in_background(
+            lambda: housekeeping.retire(self.storage, self.reader, self.retention)
+        )
         return committed
 
-    def _retire(self) -> None:
-        housekeeping.retire(self.storage, self.reader, self.retention)
+    def _announce(self, step: int) -> None:
+        """Report a commit made outside `save` (a sharded save) to `on_commit`, on the
+        training thread."""
+        self._lifecycle.announce(step)
 
     def _prepare(
         self, step: int, state: Any, metadata: dict[str, Any] | None, reason: str, to_host: bool
