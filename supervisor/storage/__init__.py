@@ -10,6 +10,7 @@ The supervisor process uses the module functions `steps`, `latest`, `verify`, wh
 import torch. The guarantees and failure windows are in `store` (an overview, and the
 modules of each duty), `backend` with `rename_commit` and `marker_commit` (the commit
 protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as committed).
+`_ledger/` at the top of a checkpoint URL is reserved for the run ledger (see `backend`).
 
 Importing this package costs fsspec but never torch.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.storage.backend import Storage
 from supervisor.storage.layout import Manifest
 from supervisor.storage.lifecycle import SaveHandle
 from supervisor.storage.reader import Reader, Verification
@@ -39,8 +41,6 @@ __all__ = [
 
 
 def _reader(url: str, storage_options: dict[str, Any] | None) -> Reader:
-    from supervisor.storage.backend import Storage
-
     return Reader(Storage(url, storage_options))
 
 

@@ -11,6 +11,11 @@ fsspec is imported only in this package. Every call blocks on I/O in the calling
 Every failure of the storage itself (OSError, botocore errors, a missing bucket) is raised
 as `StorageError`, one line saying what to do; nothing here deletes a committed step except
 `trash`, which invalidates before deleting.
+
+The run ledger's prefix. `layout.LEDGER_PREFIX` (`_ledger/` at the top of the checkpoint
+URL) is reserved: `names()` never lists it, so the store, retention, cleanup and
+`supervise ckpt` never see or touch it. Inside it, `create_object`, `list_objects` and
+`read_object` keep small create-only records, on every kind of storage alike.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ class Storage:
     # Reading -------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        """Entry names directly under the root; [] if the root does not exist yet."""
-        return self.children(self.root)
+        """Entry names directly under the root, except the reserved ledger prefix; [] if
+        the root does not exist yet."""
+        return [name for name in self.children(self.root) if name != layout.LEDGER_PREFIX]
 
     def children(self, directory: str) -> list[str]:
         """Entry names directly under `directory`, sorted; [] if it does not exist."""
@@ -189,3 +195,36 @@ class Storage:
         """Delete a committed step: invalidate atomically first, then remove the bytes."""
         with self.guard(f"deleting step {step}"):
             self.strategy.trash(step)
+
+    # Small create-only objects under the ledger prefix (the run ledger) ----------------
+
+    def create_object(self, key: str, data: bytes) -> None:
+        """Create the object `key` (a '/'-separated path under `layout.LEDGER_PREFIX`, e.g.
+        `_ledger/attempts/0003.json`) holding `data`, durable and whole on return.
+
+        Create-only: raises FileExistsError, changing nothing, if `key` already exists
+        (on object stores without a create-only put, see `marker_commit` for the window).
+        A reader sees the object whole or not at all. ValueError for a key outside the
+        prefix or with an empty, '.'-leading or unusual part; StorageError if storage fails."""
+        path = self.path(layout.check_ledger_key(key))
+        with self.guard(f"creating {path}"):
+            created = self.strategy.create_only(path, data)
+        if not created:
+            raise FileExistsError(
+                errno.EEXIST, f"{self.url}: {key} already exists and is never overwritten"
+            )
+
+    def list_objects(self, prefix: str = layout.LEDGER_PREFIX) -> list[str]:
+        """Keys of every object under `prefix` (the ledger prefix or a folder in it),
+        recursively, sorted; [] if there are none. Objects still being created are not
+        listed. ValueError for a prefix outside the ledger prefix."""
+        directory = self.path(layout.check_ledger_prefix(prefix))
+        return sorted(
+            f"{prefix}/{relative}"
+            for relative in self.sizes(directory)
+            if not relative.rsplit("/", 1)[-1].startswith(".")
+        )
+
+    def read_object(self, key: str) -> bytes | None:
+        """The bytes of object `key` (see `create_object`), or None if it does not exist."""
+        return self.read(self.path(layout.check_ledger_key(key)))
