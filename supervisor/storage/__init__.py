@@ -7,8 +7,10 @@ Training code uses `CheckpointStore` (also exported as `supervisor.CheckpointSto
     state = store.load()                           # newest committed step that verifies
 
 The supervisor process uses the module functions `steps`, `latest`, `verify`, which never
-import torch. The guarantees and failure windows are in `store` (saving), `backend` (the
-commit protocol per storage kind) and `reader` (what counts as committed).
+import torch. The guarantees and failure windows are in `store` (an overview, and the
+modules of each duty), `backend` with `rename_commit` and `marker_commit` (the commit
+protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as committed).
+`_ledger/` at the top of a checkpoint URL is reserved for the run ledger (see `backend`).
 
 Importing this package costs fsspec but never torch.
 """
@@ -18,9 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.storage.backend import Storage
 from supervisor.storage.layout import Manifest
+from supervisor.storage.lifecycle import SaveHandle
 from supervisor.storage.reader import Reader, Verification
-from supervisor.storage.store import CheckpointStore, SaveHandle
+from supervisor.storage.sharded import load_sharded, save_sharded
+from supervisor.storage.store import CheckpointStore
 
 __all__ = [
     "CheckpointStore",
@@ -36,8 +41,6 @@ __all__ = [
 
 
 def _reader(url: str, storage_options: dict[str, Any] | None) -> Reader:
-    from supervisor.storage.backend import Storage
-
     return Reader(Storage(url, storage_options))
 
 
@@ -59,17 +62,3 @@ def verify(
 ) -> Verification:
     """Deep-check one step (every byte against its checksum). Torch-free."""
     return _reader(url, storage_options).verify(step, progress)
-
-
-def save_sharded(store: CheckpointStore, step: int, state_dict: dict, **kw: Any) -> Manifest | None:
-    """Collective DCP save committed by our manifest and marker; see `distributed`."""
-    from supervisor.storage.distributed import save_sharded as impl
-
-    return impl(store, step, state_dict, **kw)
-
-
-def load_sharded(store: CheckpointStore, state_dict: dict, step: int | None = None) -> int:
-    """Collective DCP load of a verified sharded step into `state_dict`; returns the step."""
-    from supervisor.storage.distributed import load_sharded as impl
-
-    return impl(store, state_dict, step)

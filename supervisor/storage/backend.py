@@ -1,26 +1,21 @@
 """Where checkpoint bytes go: one fsspec filesystem and the commit strategy that fits it.
 
-This is the only module (with its package) that imports fsspec. Two strategies, one reader
-rule (a step exists iff `step_N/COMMITTED` exists and pins its manifest by hash):
+This is where a checkpoint URL becomes a filesystem, a root and a commit strategy, chosen
+once by protocol from `STRATEGIES` (as fsspec keeps one registry keyed by protocol):
+local filesystems rename a staging directory into place (`rename_commit`), everything else
+writes a create-only marker (`marker_commit`). The strategies document their failure
+windows; all of them keep one readers' rule: a step exists iff `step_N/COMMITTED` exists
+and pins its manifest by hash (`reader`).
 
-- Local filesystems (`file://` or a plain path) stage a whole step in
-  `step_N.tmp-<attempt>/`, write `COMMITTED` there with O_EXCL, fsync every file and
-  directory of the staging tree (concurrently, so they share journal commits), `rename` the
-  staging directory to `step_N`, and fsync the root.
-  rename(2) onto a non-empty directory fails with ENOTEMPTY/EEXIST, so a committed step is
-  never replaced. Failure windows: none for readers (the step appears whole or not at all);
-  a crash leaves a staging directory that `cleanup` removes.
-- Object stores and memory:// write data and manifest under `step_N/<attempt>/` and then
-  `COMMITTED` with a create-only put: mode "xb", which s3fs sends as `If-None-Match: *`
-  (S3 answers 412, surfaced as FileExistsError) and memory:// and gcsfs also honour. A
-  filesystem that rejects mode "x" falls back to check-then-write; between the check and
-  the write a concurrent writer of the *same step* could also commit, and the later marker
-  wins. Single-object PUTs are atomic and S3 reads are strongly consistent, so readers
-  never see a partial marker.
+fsspec is imported only in this package. Every call blocks on I/O in the calling thread.
+Every failure of the storage itself (OSError, botocore errors, a missing bucket) is raised
+as `StorageError`, one line saying what to do; nothing here deletes a committed step except
+`trash`, which invalidates before deleting.
 
-Every call blocks on I/O in the calling thread. Every failure of the storage itself (OSError,
-botocore errors, a missing bucket) is raised as `StorageError`, one line saying what to do;
-nothing here deletes a committed step except `trash`, which invalidates before deleting.
+The run ledger's prefix. `layout.LEDGER_PREFIX` (`_ledger/` at the top of the checkpoint
+URL) is reserved: `names()` never lists it, so the store, retention, cleanup and
+`supervise ckpt` never see or touch it. Inside it, `create_object`, `list_objects` and
+`read_object` keep small create-only records, on every kind of storage alike.
 """
 
 from __future__ import annotations
@@ -28,16 +23,33 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
-from supervisor.core.errors import CheckpointError, StorageError
+from supervisor.core.errors import CheckpointError, ConfigError, StorageError
 from supervisor.storage import layout
+from supervisor.storage.marker_commit import (
+    BucketMarkerCommit,
+    InProcessMarkerCommit,
+    MarkerCommit,
+)
+from supervisor.storage.rename_commit import RenameCommit
+from supervisor.storage.strategy import CommitStrategy, Sink
+
+# fsspec protocol -> commit strategy. Any protocol not listed is treated as an object store,
+# which is safe wherever a single object's write is atomic.
+STRATEGIES: dict[str, type[CommitStrategy]] = {
+    "file": RenameCommit,
+    "local": RenameCommit,
+    "memory": InProcessMarkerCommit,
+    "s3": BucketMarkerCommit,
+    "s3a": BucketMarkerCommit,
+    "gs": BucketMarkerCommit,
+    "gcs": BucketMarkerCommit,
+}
+DEFAULT_STRATEGY: type[CommitStrategy] = MarkerCommit
 
 _HINTS = {
     errno.ENOSPC: "free space or point SUPERVISE_CHECKPOINT_DIR at a larger volume",
@@ -57,67 +69,32 @@ def storage_error(url: str, what: str, err: BaseException) -> StorageError:
     )
 
 
-class LocalSink:
-    """A new local file: O_EXCL create and write. Not yet durable: the local commit fsyncs
-    every file of the attempt at once (see `_commit_local`)."""
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-
-    def write(self, data: memoryview) -> None:
-        while data:
-            written = os.write(self.fd, data)
-            data = data[written:]
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        os.close(fd)
-
-    def discard(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class FsspecSink:
-    """A new object; the upload completes (and becomes visible) on close."""
-
-    def __init__(self, fs: Any, path: str) -> None:
-        self.file = fs.open(path, "wb")
-
-    def write(self, data: memoryview) -> None:
-        self.file.write(data)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def discard(self) -> None:
-        # s3fs: abort the multipart upload rather than completing a partial object.
-        with contextlib.suppress(Exception):
-            discard = getattr(self.file, "discard", None)
-            if discard is not None:
-                discard()
-            else:
-                self.file.close()
+def strategy_for(fs: Any) -> type[CommitStrategy]:
+    """The commit strategy for an fsspec filesystem, by its protocol names."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    for protocol in protocols:
+        if protocol in STRATEGIES:
+            return STRATEGIES[protocol]
+    return DEFAULT_STRATEGY
 
 
 class Storage:
-    """One checkpoint root URL."""
+    """One checkpoint root URL: paths under it, and every operation the store needs, each
+    turning storage failures into `StorageError`."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
+        options = dict(storage_options or {})
         try:
-            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            fs, root = fsspec.core.url_to_fs(url, **options)
         except (ValueError, ImportError) as err:
-            from supervisor.core.errors import ConfigError
-
             raise ConfigError(f"unsupported checkpoint URL {url!r}: {err}") from err
         self.fs = fs
         self.root = root.rstrip("/") or "/"
-        self.local = isinstance(fs, LocalFileSystem)
+        self.strategy = strategy_for(fs)(fs, self.root, options)
 
     def path(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/"), *parts])
+        return self.strategy.path(*parts)
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
@@ -132,24 +109,21 @@ class Storage:
     # Reading -------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        """Entry names directly under the root; [] if the root does not exist yet."""
-        with self.guard("listing"):
-            if not self.local:
-                self.fs.invalidate_cache(self.root)
-            try:
-                entries = self.fs.ls(self.root, detail=False)
-            except FileNotFoundError:
-                self._check_bucket()
-                return []  # no checkpoint yet: the first run creates the root
-            return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        """Entry names directly under the root, except the reserved ledger prefix; [] if
+        the root does not exist yet."""
+        return [name for name in self.children(self.root) if name != layout.LEDGER_PREFIX]
 
-    def _check_bucket(self) -> None:
-        """A missing bucket is a misconfiguration, not an empty checkpoint root."""
-        if not {"s3", "gs", "gcs"} & set(_protocols(self.fs)):
-            return
-        bucket = self.root.split("/", 1)[0]
-        if not self.fs.exists(bucket):
-            raise FileNotFoundError(f"bucket {bucket!r} does not exist")
+    def children(self, directory: str) -> list[str]:
+        """Entry names directly under `directory`, sorted; [] if it does not exist."""
+        with self.guard(f"listing {directory}"):
+            self.fs.invalidate_cache(directory)  # object stores cache listings
+            try:
+                entries = self.fs.ls(directory, detail=False)
+            except FileNotFoundError:
+                if directory == self.root:
+                    self.strategy.check_root()
+                return []  # no checkpoint yet: the first save creates the root
+            return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
     def read(self, path: str) -> bytes | None:
         """Whole small object, or None if absent."""
@@ -161,15 +135,17 @@ class Storage:
 
     def open_read(self, path: str) -> BinaryIO:
         with self.guard(f"opening {path}"):
-            if self.local:
-                return open(path, "rb", buffering=0)  # the caller closes it
-            return self.fs.open(path, "rb", block_size=8 << 20, cache_type="readahead")
+            return self.strategy.open_read(path)
+
+    def read_tensors(self, path: str) -> tuple[dict[int, Any], str, int]:
+        """The tensors of one tensor file, its checksum and size."""
+        with self.guard(f"reading {path}"):
+            return self.strategy.read_tensors(path, path)
 
     def sizes(self, directory: str) -> dict[str, int]:
         """Relative path -> size for every file under `directory` (recursively)."""
         with self.guard(f"listing {directory}"):
-            if not self.local:
-                self.fs.invalidate_cache(directory)
+            self.fs.invalidate_cache(directory)
             try:
                 found = self.fs.find(directory, detail=True)
             except FileNotFoundError:
@@ -184,124 +160,71 @@ class Storage:
     # Writing -------------------------------------------------------------------------
 
     def attempt_dir(self, step: int, attempt: str) -> str:
-        if self.local:
-            return self.path(layout.staging_dirname(step, attempt), attempt)
-        return self.path(layout.step_dirname(step), attempt)
+        return self.strategy.attempt_dir(step, attempt)
 
     def begin(self, step: int, attempt: str) -> str:
         directory = self.attempt_dir(step, attempt)
         with self.guard(f"creating {directory}"):
-            if self.local:
-                os.makedirs(directory, exist_ok=False)
-        return directory
+            return self.strategy.begin(step, attempt)
 
-    def sink(self, path: str) -> LocalSink | FsspecSink:
+    def sink(self, path: str) -> Sink:
         with self.guard(f"creating {path}"):
-            return LocalSink(path) if self.local else FsspecSink(self.fs, path)
+            return self.strategy.sink(path)
 
     def put(self, path: str, data: bytes) -> None:
-        """A small new file, durable on return."""
-        sink = self.sink(path)
+        """A small new file; durable once the step commits."""
         with self.guard(f"writing {path}"):
-            try:
-                sink.write(memoryview(data))
-                sink.close()
-            except BaseException:
-                sink.discard()
-                raise
+            self.strategy.write_new(path, data)
 
     def commit(self, step: int, attempt: str, marker: bytes) -> bool:
         """Publish the attempt; False if the step was already committed (nothing changed)."""
-        if self.local:
-            return self._commit_local(step, attempt, marker)
-        final = self.path(layout.step_dirname(step), layout.MARKER)
-        with self.guard(f"committing {final}"):
-            try:
-                with self.fs.open(final, "xb") as f:
-                    f.write(marker)
-                return True
-            except FileExistsError:
-                return False
-            except (ValueError, NotImplementedError):
-                # No create-only mode: check then write (window documented above).
-                if self.fs.exists(final):
-                    return False
-                self.fs.pipe_file(final, marker)
-                return True
-
-    def _commit_local(self, step: int, attempt: str, marker: bytes) -> bool:
-        staging = self.path(layout.staging_dirname(step, attempt))
-        final = self.path(layout.step_dirname(step))
-        with self.guard(f"committing {final}"):
-            self.put(f"{staging}/{layout.MARKER}", marker)
-            _fsync_tree(staging)
-            try:
-                os.rename(staging, final)
-            except OSError as err:
-                if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    return False
-                raise
-            _fsync_dir(self.root)
-            return True
+        with self.guard(f"committing {self.path(layout.step_dirname(step))}"):
+            return self.strategy.commit(step, attempt, marker)
 
     def discard(self, step: int, attempt: str) -> None:
         """Best effort removal of an attempt that did not commit."""
-        target = (
-            self.path(layout.staging_dirname(step, attempt))
-            if self.local
-            else self.path(layout.step_dirname(step), attempt)
-        )
-        self.remove(target)
+        with self.guard(f"deleting attempt {attempt} of step {step}"):
+            self.strategy.discard(step, attempt)
 
     def remove(self, target: str) -> None:
         """Delete recursively; already gone is fine."""
-        with self.guard(f"deleting {target}"), contextlib.suppress(FileNotFoundError):
-            self.fs.rm(target, recursive=True)
+        with self.guard(f"deleting {target}"):
+            self.strategy.remove(target)
 
     def trash(self, step: int) -> None:
         """Delete a committed step: invalidate atomically first, then remove the bytes."""
-        final = self.path(layout.step_dirname(step))
         with self.guard(f"deleting step {step}"):
-            if self.local:
-                doomed = self.path(layout.staging_dirname(step, f"deleted-{uuid.uuid4().hex}"))
-                os.rename(final, doomed)
-                _fsync_dir(self.root)
-                self.remove(doomed)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(f"{final}/{layout.MARKER}")
-                self.remove(final)
+            self.strategy.trash(step)
 
+    # Small create-only objects under the ledger prefix (the run ledger) ----------------
 
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    def create_object(self, key: str, data: bytes) -> None:
+        """Create the object `key` (a '/'-separated path under `layout.LEDGER_PREFIX`, e.g.
+        `_ledger/attempts/0003.json`) holding `data`, durable and whole on return.
 
+        Create-only: raises FileExistsError, changing nothing, if `key` already exists
+        (on object stores without a create-only put, see `marker_commit` for the window).
+        A reader sees the object whole or not at all. ValueError for a key outside the
+        prefix or with an empty, '.'-leading or unusual part; StorageError if storage fails."""
+        path = self.path(layout.check_ledger_key(key))
+        with self.guard(f"creating {path}"):
+            created = self.strategy.create_only(path, data)
+        if not created:
+            raise FileExistsError(
+                errno.EEXIST, f"{self.url}: {key} already exists and is never overwritten"
+            )
 
-def _fsync_tree(root: str) -> None:
-    """fsync every file and directory under `root`, concurrently.
+    def list_objects(self, prefix: str = layout.LEDGER_PREFIX) -> list[str]:
+        """Keys of every object under `prefix` (the ledger prefix or a folder in it),
+        recursively, sorted; [] if there are none. Objects still being created are not
+        listed. ValueError for a prefix outside the ledger prefix."""
+        directory = self.path(layout.check_ledger_prefix(prefix))
+        return sorted(
+            f"{prefix}/{relative}"
+            for relative in self.sizes(directory)
+            if not relative.rsplit("/", 1)[-1].startswith(".")
+        )
 
-    One fsync per file as each is closed costs a journal commit each on ext4/xfs; issued
-    together they share commits, which on a small checkpoint is most of the save."""
-    paths = []
-    for directory, _, files in os.walk(root):
-        paths.append(directory)
-        paths.extend(os.path.join(directory, name) for name in files)
-    with ThreadPoolExecutor(min(8, len(paths))) as pool:
-        list(pool.map(_fsync_path, paths))
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def read_object(self, key: str) -> bytes | None:
+        """The bytes of object `key` (see `create_object`), or None if it does not exist."""
+        return self.read(self.path(layout.check_ledger_key(key)))

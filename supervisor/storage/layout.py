@@ -7,6 +7,7 @@ Plain data and parsing, no I/O. Under one root URL:
     root/step_000000000012/<attempt>/state.json      the JSON skeleton of the state
     root/step_000000000012/<attempt>/tensors-00000.safetensors
     root/step_000000000012.tmp-<attempt>/            local filesystems only: staging, renamed
+    root/_ledger/...                                 reserved for the run ledger (see below)
 
 Step numbers are zero-padded so that lexicographic order is numeric order in every listing.
 Each save runs as a fresh `attempt`; the marker names the attempt that won, so files of a
@@ -14,6 +15,12 @@ zombie writer for the same step are never read (and are cleaned up later).
 
 A step is committed iff `COMMITTED` parses and names the SHA-256 of the attempt's manifest.
 Every parse error here raises `CheckpointError` saying which object is bad.
+
+`_ledger/` (`LEDGER_PREFIX`) at the top of the root is reserved for the run ledger's small
+create-only records: no step name can collide with it, the store and `supervise ckpt`
+never list it, and nothing that tidies checkpoints deletes under it. Its keys are checked by
+`check_ledger_key`: '/'-separated parts of letters, digits and `_ . = -`, none empty and none
+starting with '.' (local disks use such names for records still being written).
 """
 
 from __future__ import annotations
@@ -41,8 +48,11 @@ STEP_DIGITS = 12
 REASONS = ("periodic", "degraded", "preempted", "requested", "final")
 KINDS = ("state", "dcp")
 
+LEDGER_PREFIX = "_ledger"
+
 _STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")
 _STAGING_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})\.tmp-([0-9a-z-]+)$")
+_KEY_PART_RE = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9_.=-]*")
 
 
 def step_dirname(step: int) -> str:
@@ -81,6 +91,26 @@ def check_reason(reason: str) -> str:
     if reason not in REASONS:
         raise CheckpointError(f"checkpoint reason must be one of {', '.join(REASONS)}: {reason!r}")
     return reason
+
+
+def check_ledger_prefix(prefix: object) -> str:
+    """`prefix` if it is `LEDGER_PREFIX` or a folder under it; ValueError otherwise."""
+    if not isinstance(prefix, str):
+        raise ValueError(f"a ledger key must be a str, got {prefix!r}")
+    parts = prefix.split("/")
+    if parts[0] != LEDGER_PREFIX or not all(_KEY_PART_RE.fullmatch(p) for p in parts[1:]):
+        raise ValueError(
+            f"ledger key {prefix!r} must be {LEDGER_PREFIX}/ followed by '/'-separated parts of "
+            "letters, digits and _ . = - (not starting with '.')"
+        )
+    return prefix
+
+
+def check_ledger_key(key: object) -> str:
+    """`key` if it names an object under `LEDGER_PREFIX`; ValueError otherwise."""
+    if check_ledger_prefix(key) == LEDGER_PREFIX:
+        raise ValueError(f"ledger key {key!r} names the prefix itself, not an object under it")
+    return str(key)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ imports neither torch nor numpy. All calls block on storage I/O in the calling t
   hash the marker pins; a mismatch raises `CheckpointError`.
 - `latest()` is the newest step whose marker and manifest check out and whose files all
   exist with the recorded sizes (one listing per step tried). It never trusts names or
-  modification times (the Lightning failure in reference/checkpoint.md).
+  modification times: Lightning's `ckpt_path="last"` picks the file modified last
+  (Lightning-AI/pytorch-lightning#12816), and its saves are not atomic (#19970), so the
+  newest file can be a torn one.
 - `verify(step)` additionally reads every byte and compares checksums (XXH3-128).
 """
 

@@ -4,7 +4,9 @@ Keep the newest `keep_last` committed steps, every step that is a multiple of `k
 and anything `protected` (the step being loaded, the one just committed). Everything else
 among the committed steps may go. The caller runs this only right after a newer step was
 committed, and passes committed (marker-bearing) steps only, so an in-flight or torn step
-never counts toward `keep_last` (the TorchTitan window in reference/checkpoint.md).
+never counts toward `keep_last`. Counting every step directory lets retention delete the
+last durable step while a newer one is still being written (pytorch/torchtitan#4197,
+NVIDIA-NeMo/Megatron-Bridge#5184).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     out: dict = {"rank": rank}
-    store = CheckpointStore(url)
+    committed: list[int] = []  # what on_commit told this rank, in order
+    store = CheckpointStore(url, keep_last=10, on_commit=committed.append)
 
     # DDP: every rank calls save; rank 0 writes; all return after the commit.
     torch.manual_seed(0)
@@ -38,21 +39,38 @@ def main() -> None:
     except CheckpointError as err:
         out["rank0_failure"] = type(err).__name__
 
-    # Async under DDP: only rank 0 writes; after close every rank sees the commit.
+    # Async under DDP: only rank 0 writes; every rank's handle settles together, and
+    # on_commit runs on every rank: after the handle's wait, the next save, and close.
     handle = store.save_async(2, {"model": model.module.state_dict(), "step": 2})
     out["async_result_is_manifest"] = handle.wait() is not None
+    out["committed_after_wait"] = list(committed)
+    store.save_async(3, {"step": torch.tensor(3)})
+    store.save_async(4, {"step": torch.tensor(4)})  # settles step 3 first
+    out["committed_before_close"] = list(committed)
     store.close()
+    out["committed_after_close"] = list(committed)
+
+    # A background write that fails (step 1 again, other content) fails every rank's handle.
+    failing = store.save_async(1, {"other": torch.zeros(3)})
+    try:
+        failing.wait()
+        out["async_failure"] = "no error"
+    except CheckpointError as err:
+        out["async_failure"] = type(err).__name__
+    store.close()
+    out["committed_after_failure"] = list(committed)
     dist.barrier()
     out["latest_after_async"] = store.latest()
 
     # Sharded: each rank owns a shard, DCP writes them, our marker commits.
     shards = {f"shard{rank}": torch.full((1000,), float(rank + 1)), "shared": torch.arange(10.0)}
-    save_sharded(store, 3, shards, reason="preempted")
+    save_sharded(store, 5, shards, reason="preempted")
     empty = {f"shard{rank}": torch.zeros(1000), "shared": torch.zeros(10)}
     out["sharded_step"] = load_sharded(store, empty)
     out["sharded_ok"] = bool(
         empty[f"shard{rank}"].eq(rank + 1).all() and empty["shared"].equal(torch.arange(10.0))
     )
+    out["committed"] = committed
     dist.barrier()
     with open(f"{results}/rank{rank}.json", "w") as f:
         json.dump(out, f)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from supervisor.storage import CheckpointStore, layout
+from supervisor.storage.backend import Storage
 from tests.conftest import SUPERVISE
 
 
@@ -82,6 +83,28 @@ def test_prune_keeps_the_newest_n(tmp_path: Path) -> None:
     too_few = ckpt("prune", url, "--keep", "1")
     assert too_few.returncode == 81 and "--keep must be >= 2" in too_few.stderr
     assert store.steps() == [4, 5]
+
+
+def test_ls_and_prune_leave_the_ledger_prefix_alone(tmp_path: Path) -> None:
+    url = str(tmp_path / "ckpt")
+    storage = Storage(url)
+    storage.create_object("_ledger/verdicts/pod-0.json", b"{}")
+    assert ckpt("ls", url).stdout == f"no checkpoints under {url}\n"
+    store = CheckpointStore(url, keep_last=10)
+    for step in range(1, 4):
+        store.save(step, {"s": torch.tensor(step)})
+    listed = ckpt("ls", url)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["STEP", "1", "2", "3"]
+    pruned = ckpt("prune", url, "--keep", "2")
+    assert pruned.returncode == 0, pruned.stderr
+    assert store.steps() == [2, 3]
+    assert storage.list_objects() == ["_ledger/verdicts/pod-0.json"]
+    assert sorted(p.name for p in Path(url).iterdir()) == [
+        layout.LEDGER_PREFIX,
+        layout.step_dirname(2),
+        layout.step_dirname(3),
+    ]
 
 
 def test_unreachable_storage_is_one_line_and_infra_failed(tmp_path: Path) -> None:

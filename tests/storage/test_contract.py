@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -204,11 +206,11 @@ def test_async_saves_reuse_one_snapshot_buffer(tmp_path) -> None:
     store = Backend("local", str(tmp_path / "ckpt")).store()
     state = {"w": torch.randn(1 << 16), "b": torch.randn(10)}
     store.save_async(1, state).wait()
-    buffer = store._slab.data_ptr()
+    buffer = store._host_buffer.slab.data_ptr()
     store.save_async(2, state).wait()
-    assert store._slab.data_ptr() == buffer
+    assert store._host_buffer.slab.data_ptr() == buffer
     store.close()
-    assert store._slab is None
+    assert store._host_buffer.slab is None
 
 
 def test_default_url_comes_from_the_environment(tmp_path, monkeypatch) -> None:
@@ -242,6 +244,41 @@ def test_on_commit_is_told_each_committed_step(tmp_path) -> None:
     with pytest.raises(CheckpointError):
         store.save(2, {"w": torch.zeros(1)})  # refused: not a commit
     assert seen == [1, 2]
+
+
+def test_on_commit_is_told_once_however_an_async_save_settles(backend: Backend) -> None:
+    seen: list[int] = []
+    store = backend.store(on_commit=seen.append)
+    handle = store.save_async(1, {"w": torch.ones(4)})
+    while not handle.done():
+        time.sleep(0.01)
+    assert store.latest() == 1
+    assert seen == [1]  # a call that does not wait still settles a finished save
+    assert handle.wait().step == 1
+    store.wait()
+    assert seen == [1]
+    store.save_async(2, {"w": torch.ones(4)})
+    store.save_async(3, {"w": torch.ones(4)})  # settles step 2 first
+    assert seen == [1, 2]
+    store.close()
+    store.close()
+    assert seen == [1, 2, 3]
+    failing = store.save_async(3, {"w": torch.zeros(4)})  # different content: refused
+    with pytest.raises(CheckpointError, match="never overwritten"):
+        failing.wait()
+    with pytest.raises(CheckpointError, match="never overwritten"):
+        failing.wait()  # a handle answers every time; the store raised it once
+    store.close()
+    assert seen == [1, 2, 3]
+
+
+def test_async_wait_can_time_out_and_try_again(tmp_path) -> None:
+    store = Backend("local", str(tmp_path / "ckpt")).store()
+    handle = store.save_async(1, {"w": torch.zeros(1 << 20)})
+    with contextlib.suppress(TimeoutError):  # still writing: nothing settles, wait again
+        handle.wait(timeout=0)
+    assert handle.wait(timeout=60).step == 1
+    store.close()
 
 
 def test_reasons_match_what_supervise_can_request() -> None:

@@ -1,5 +1,6 @@
-"""DDP (rank 0 saves, the others wait for the commit) and DCP sharded saves committed by
-our manifest and marker, on two real gloo ranks under torchrun."""
+"""DDP (rank 0 saves, the others wait for the commit), async saves settled on every rank,
+and DCP sharded saves committed by our manifest and marker, on two real gloo ranks under
+torchrun."""
 
 from __future__ import annotations
 
@@ -47,24 +48,31 @@ def test_ddp_and_sharded_checkpoints_on_two_gloo_ranks(tmp_path: Path) -> None:
         assert out["latest_after_ddp_save"] == 1
         assert out["ddp_world_size"] == 2
         assert out["rank0_failure"] == "CheckpointError"
-        assert out["sharded_step"] == 3 and out["sharded_ok"]
+        assert out["sharded_step"] == 5 and out["sharded_ok"]
+        # on_commit is told every committed step once, on every rank, async saves included.
+        assert out["committed_after_wait"] == [1, 2]
+        assert out["committed_before_close"] == [1, 2, 3]
+        assert out["committed_after_close"] == [1, 2, 3, 4]
+        assert out["async_failure"] == "CheckpointError"
+        assert out["committed_after_failure"] == [1, 2, 3, 4]
+        assert out["committed"] == [1, 2, 3, 4, 5]
     assert [out["ddp_manifest"] for out in ranks] == [True, False]
     assert [out["async_result_is_manifest"] for out in ranks] == [True, False]
-    assert [out["latest_after_async"] for out in ranks] == [2, 2]
+    assert [out["latest_after_async"] for out in ranks] == [4, 4]
 
     store = CheckpointStore(url)
-    assert store.steps() == [1, 2, 3]  # the failed first save of step 2 left nothing
+    assert store.steps() == [1, 2, 3, 4, 5]  # the failed first save of step 2 left nothing
     assert len(store.storage.sizes(store.reader.step_dir(2))) == 4  # one writer: 3 files+marker
-    manifest = store.manifest(3)
+    manifest = store.manifest(5)
     assert (manifest.kind, manifest.reason, manifest.world_size) == ("dcp", "preempted", 2)
     names = {f.path for f in manifest.files}
     assert "dcp/.metadata" in names and any(n.endswith(".distcp") for n in names)
-    assert store.verify(3).ok
+    assert store.verify(5).ok
     with pytest.raises(CheckpointError, match="load_sharded"):
-        store.load(3)
+        store.load(5)
     # A torn shard is caught before DCP reads anything.
     shard = next(Path(store.reader.attempt_dir(manifest), "dcp").glob("*.distcp"))
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
-    assert not store.verify(3).ok
+    assert not store.verify(5).ok

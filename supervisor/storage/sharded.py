@@ -1,0 +1,129 @@
+"""Sharded checkpoints: `torch.distributed.checkpoint` (DCP) writes, our marker commits.
+
+- `save_sharded`: DCP writes every rank's shards into the step's attempt directory (through
+  the commit strategy's DCP writer); rank 0 then checksums the files, and our manifest and
+  marker commit them (`CheckpointStore.commit_manifest`). DCP's own `.metadata` is only a
+  data file to us, so DCP's overwrite window (data rewritten under an old `.metadata`)
+  cannot occur: each save is a fresh attempt directory and the marker is create-only.
+  Once the step is committed, the store's `on_commit` is called on every rank, as by `save`.
+- `load_sharded`: rank 0 picks the step (the newest committed one unless given) and verifies
+  every checksum before any rank lets DCP read its `.metadata`, which is a pickle and must
+  not be read unchecked.
+
+Both are collectives (`ranks`): every rank calls them, in the same order, and they block
+until every rank is done. Any rank's failure fails every rank (the failing rank raises its
+own error, the others `CheckpointError`); an attempt that did not commit is removed. torch
+is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from supervisor.core.errors import CheckpointError
+from supervisor.storage import checksum, layout, ranks, writer
+from supervisor.storage.backend import Storage
+from supervisor.storage.store import CheckpointStore
+
+
+def save_sharded(
+    store: CheckpointStore,
+    step: int,
+    state_dict: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    reason: str = "periodic",
+) -> layout.Manifest | None:
+    """Collective: DCP-save `state_dict` as `step`; our marker commits it. Rank 0 returns
+    the manifest, the other ranks None."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    dist = ranks.dist()
+    if dist is None:
+        raise CheckpointError("save_sharded needs an initialised torch.distributed process group")
+    layout.check_step(step)
+    layout.check_reason(reason)
+    store.wait()
+    storage = store.storage
+    attempt = ranks.share(layout.new_attempt() if dist.get_rank() == 0 else "")
+    directory = storage.attempt_dir(step, attempt)
+    ranks.rank_zero(lambda: storage.begin(step, attempt), step)
+    failed: BaseException | None = None
+    try:
+        dcp.save(state_dict, storage_writer=storage.strategy.dcp_writer(f"{directory}/dcp"))
+    except BaseException as err:
+        failed = err
+    if not ranks.all_ok(failed is None):
+        if dist.get_rank() == 0:
+            writer.discard_quietly(storage, step, attempt)
+        if failed is not None:
+            raise failed
+        raise CheckpointError(f"another rank failed to write checkpoint step {step}; see its log")
+
+    def commit() -> layout.Manifest:
+        with writer.discard_on_error(storage, step, attempt):
+            files = [
+                layout.FileEntry(path, size, _digest(storage, f"{directory}/{path}"))
+                for path, size in sorted(storage.sizes(directory).items())
+            ]
+            manifest = layout.Manifest(
+                step=step,
+                attempt=attempt,
+                reason=reason,
+                kind="dcp",
+                wall_time=time.time(),
+                world_size=dist.get_world_size(),
+                files=tuple(files),
+                metadata=dict(metadata or {}),
+                versions={"torch": torch.__version__},
+            )
+            return store.commit_manifest(manifest, directory)
+
+    manifest = ranks.rank_zero(commit, step)
+    store._announce(step)  # the package's own: on_commit, as `save` calls it
+    return manifest
+
+
+def load_sharded(
+    store: CheckpointStore, state_dict: dict[str, Any], step: int | None = None
+) -> int:
+    """Collective: load a sharded step in place into `state_dict`; returns the step."""
+    import torch.distributed.checkpoint as dcp
+
+    dist = ranks.dist()
+    if dist is None:
+        raise CheckpointError("load_sharded needs an initialised torch.distributed process group")
+    chosen, error = -1, ""
+    if dist.get_rank() == 0:
+        try:
+            chosen = _verified_sharded_step(store, step)
+        except CheckpointError as err:
+            error = str(err)
+    chosen_str, error = ranks.share(f"{chosen}|{error}").split("|", 1)
+    if error:
+        raise CheckpointError(error)
+    manifest = store.manifest(int(chosen_str))
+    directory = store.reader.attempt_dir(manifest)
+    dcp.load(state_dict, storage_reader=store.storage.strategy.dcp_reader(f"{directory}/dcp"))
+    return manifest.step
+
+
+def _verified_sharded_step(store: CheckpointStore, step: int | None) -> int:
+    chosen = store.latest() if step is None else step
+    if chosen is None:
+        raise CheckpointError(f"no committed checkpoint under {store.url}")
+    check = store.verify(chosen)
+    if not check.ok:
+        raise CheckpointError(f"step {chosen} is not valid: {'; '.join(check.problems)}")
+    if check.manifest is None or check.manifest.kind != "dcp":
+        raise CheckpointError(f"step {chosen} is not a sharded checkpoint; use load()")
+    return chosen
+
+
+def _digest(storage: Storage, path: str) -> str:
+    digest = checksum.new()
+    with storage.guard(f"reading {path}"), storage.open_read(path) as stream:
+        while chunk := stream.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
