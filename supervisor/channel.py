@@ -14,13 +14,13 @@ aligned):
      10  H   slot_count
      12  I   slot_size        SLOT_SIZE
      16  Q   seq              seqlock over bytes 24..255 (odd while being written)
-     24  Q   ckpt_generation  bumped for every checkpoint request (issue 7)
-     32  I   ckpt_reason      a small code; 0 means none (issue 7 defines the table)
+     24  Q   ckpt_generation  bumped for every checkpoint request
+     32  I   ckpt_reason      index into child_contract.CHECKPOINT_REASONS plus one; 0: none
      36  I   stop_requested   1 when training should stop at its next step boundary
      40  q   ckpt_deadline_ns CLOCK_MONOTONIC nanoseconds; 0 means no deadline
      48  q   resume_step      -1 when not resuming
      56  I   restart_count
-     60  ..  reserved, zero   room for the checkpoint handshake (issue 7) and later fields
+     60  ..  reserved, zero   room for later fields
 
     slots, SLOT_SIZE = 64 bytes each, slot i written only by local rank i
       0  Q   seq              seqlock: odd while the rank is writing this slot
@@ -30,8 +30,8 @@ aligned):
      14  H   reserved
      16  q   step             -1 until the first `step()`
      24  q   beat_ns          CLOCK_MONOTONIC ns of the last beat (step or phase change)
-     32  q   ckpt_step        last committed checkpoint step; -1 when none (issue 7)
-     40  Q   ckpt_ack         last checkpoint generation acknowledged (issue 7)
+     32  q   ckpt_step        last committed checkpoint step; -1 when none
+     40  Q   ckpt_ack         last checkpoint request generation acknowledged
      48  16s phase            the current phase name, UTF-8, NUL-padded; empty = none
 
 Guarantees:
@@ -58,7 +58,6 @@ from __future__ import annotations
 import enum
 import mmap
 import os
-import signal
 import struct
 import time
 from collections.abc import Callable
@@ -88,26 +87,6 @@ assert _SLOT.size == SLOT_SIZE
 assert _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
 
 _READ_RETRIES = 64
-
-# How the supervisor tells a rank where things are (the child's environment). Here, not in
-# supervisor.client, so the supervisor side can name them without importing an L4 module.
-# Why a checkpoint is requested; the header carries the index plus one (0: no request).
-CHECKPOINT_REASONS: tuple[str, ...] = ("periodic", "degraded", "preempted", "requested", "final")
-
-ENV_CHANNEL = "SUPERVISE_CHANNEL"
-ENV_CHECKPOINT_DIR = "SUPERVISE_CHECKPOINT_DIR"
-ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
-ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
-ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
-
-# The other half of the contract: an attached rank dumps its Python stacks on this signal
-# into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.hang.stacks).
-STACK_SIGNAL = signal.SIGUSR2
-
-
-def stacks_file_name(rank: int, pid: int) -> str:
-    """The file rank `rank` (process `pid`) appends its faulthandler dumps to."""
-    return f"rank{rank}-{pid}.txt"
 
 
 class SlotState(enum.IntEnum):

@@ -7,8 +7,8 @@
         sup.step(step)
 
 Guarantees:
-* Imports only the standard library and `supervisor.channel`; never torch. Safe to import
-  at the top of any training script.
+* Imports only the standard library, `supervisor.channel` and `supervisor.child_contract`;
+  never torch. Safe to import at the top of any training script.
 * Outside supervise (no `SUPERVISE_CHANNEL` in the environment) `attach()` returns a no-op
   handle with the same methods, so one script runs with or without supervise.
 * `step(n)` writes the step and a CLOCK_MONOTONIC timestamp into this rank's slot of the
@@ -39,15 +39,14 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from supervisor.channel import (
+from supervisor.channel import Channel, SlotWriter
+from supervisor.child_contract import (
     CHECKPOINT_REASONS,
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
     ENV_RESUME_STEP,
     ENV_STACKS_DIR,
     STACK_SIGNAL,
-    Channel,
-    SlotWriter,
     stacks_file_name,
 )
 

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.core.clock", 0),
     ("supervisor.core.events", 0),
     ("supervisor.core.options", 0),
+    ("supervisor.child_contract", 0),
     # L1 decisions: pure, L0 only
     ("supervisor.core.*", 1),
     ("supervisor.gpu.catalog", 1),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import typer
 
 from supervisor import __version__
-from supervisor.channel import ENV_CHECKPOINT_DIR
+from supervisor.child_contract import ENV_CHECKPOINT_DIR
 from supervisor.cli.doctor import FAKE_GPUS, GPU_CONFIG, NVML_TIMEOUT, REQUIRE_GPUS
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode

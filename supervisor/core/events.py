@@ -199,7 +199,7 @@ class KillTree:
 class RequestCheckpoint:
     """Ask training, through the channel, to checkpoint before `deadline` (monotonic).
 
-    `reason` is one of `channel.CHECKPOINT_REASONS`; `generation` numbers a run's requests.
+    `reason` is one of `child_contract.CHECKPOINT_REASONS`; `generation` numbers a run's requests.
     """
 
     reason: str

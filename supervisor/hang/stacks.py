@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Collection, Mapping
 
-from supervisor.channel import STACK_SIGNAL, stacks_file_name
+from supervisor.child_contract import STACK_SIGNAL, stacks_file_name
 
 FR_SUBDIR = "flight_recorder"
 FR_DUMP_STEM = "nccl_trace_rank_"  # PyTorch appends the rank

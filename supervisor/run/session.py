@@ -20,12 +20,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from supervisor.channel import (
+from supervisor.channel import Channel
+from supervisor.child_contract import (
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
     ENV_RESUME_STEP,
     ENV_STACKS_DIR,
-    Channel,
 )
 from supervisor.core.classify import worker_error_finding
 from supervisor.core.errors import SuperviseError

@@ -17,7 +17,8 @@ The header has one writer: the loop's thread calls both publish functions.
 
 from __future__ import annotations
 
-from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
+from supervisor.channel import Channel, Header, SlotState
+from supervisor.child_contract import CHECKPOINT_REASONS
 from supervisor.core.events import (
     Attached,
     CheckpointCommitted,

@@ -245,6 +245,6 @@ def test_on_commit_is_told_each_committed_step(tmp_path) -> None:
 
 
 def test_reasons_match_what_supervise_can_request() -> None:
-    from supervisor.channel import CHECKPOINT_REASONS
+    from supervisor.child_contract import CHECKPOINT_REASONS
 
     assert set(layout.REASONS) == set(CHECKPOINT_REASONS)
