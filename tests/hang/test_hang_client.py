@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from supervisor.channel import Channel, SlotState
+import pytest
+
+from supervisor import client
+from supervisor.channel import Channel, Header, SlotState
 
 REPO = str(Path(__file__).resolve().parents[2])
 
@@ -166,3 +169,29 @@ def test_a_trainers_own_sigusr2_handler_is_left_alone(tmp_path: Path) -> None:
     done = run_py(code, {"SUPERVISE_CHANNEL": chan.path, "SUPERVISE_STACKS_DIR": str(stacks)})
     assert done.stdout.strip() == "[1]", done.stderr
     assert list(stacks.iterdir()) == []
+
+
+def test_a_header_left_mid_write_reads_as_no_request_and_never_raises(tmp_path: Path) -> None:
+    sup = Channel.create(str(tmp_path / "chan"), slots=1)
+    sup.write_header(Header(ckpt_generation=1, ckpt_reason=3))  # "preempted"
+    handle = client.Handle(Channel.open(sup.path), 0)
+    try:
+        assert handle.checkpoint_requested and handle.checkpoint_reason == "preempted"
+        sup.words[2] += 1  # the supervisor stopped between its two sequence bumps
+        with pytest.raises(TimeoutError):
+            sup.read_header()  # what the rank's reads must not let escape
+        assert handle.checkpoint_requested is False
+        assert handle.checkpoint_reason is None
+        assert handle.should_checkpoint(10) is False
+        handle.committed(10)  # a save nobody is known to have asked for
+        slot = sup.read_slot(0)
+        assert slot is not None and (slot.ckpt_step, slot.ckpt_ack) == (10, 0)
+
+        sup.words[2] += 1  # the header is consistent again: the request is still there
+        assert handle.checkpoint_requested and handle.checkpoint_reason == "preempted"
+        handle.committed(11)
+        assert not handle.checkpoint_requested
+        slot = sup.read_slot(0)
+        assert slot is not None and (slot.ckpt_step, slot.ckpt_ack) == (11, 1)
+    finally:
+        handle.finish()
