@@ -258,7 +258,7 @@ def hang_evidence(
 ) -> dict[str, object]:
     """Everything to attach to a HANG finding: stacks, suspects, Flight Recorder dumps.
 
-    Fits `HangWatchdog(collect_stacks=...)` via functools.partial. Blocks up to `timeout`.
+    Fits `HangWatcher(collect_stacks=...)` via functools.partial. Blocks up to `timeout`.
     """
     if run_dir is not None:
         trigger_flight_recorder(run_dir)

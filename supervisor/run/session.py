@@ -35,14 +35,16 @@ from supervisor.core.matchers import DEFAULT_MATCHER
 from supervisor.hang import stacks
 from supervisor.hang.options import HangOptions
 from supervisor.hang.state import load_calibration, save_calibration
-from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog
+from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.k8s.launch import LaunchOverrides, torchrun_command
 from supervisor.process.logpump import Activity
 from supervisor.process.torchrun_errorfile import read_error_file
 from supervisor.run.loop import Hooks
 from supervisor.watch import steptime
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
-from supervisor.watch.steptime_watchdog import StepTimeWatchdog
+from supervisor.watch.sample import Watcher
+from supervisor.watch.sampler import Sampler
+from supervisor.watch.steptime_watchdog import StepTimeWatcher
 
 ENV_RUN_DIR = "SUPERVISE_RUN_DIR"
 CALIBRATION_FILE = "supervise-hang-calibration.json"
@@ -55,7 +57,7 @@ class Session:
     run_dir: str
     channel: Channel
     hooks: Hooks
-    hang: HangWatchdog
+    hang: HangWatcher
     calibration_path: str | None
     notes: list[str] = field(default_factory=list)
     resume: Callable[[], int | None] | None = None  # the latest committed step, if any
@@ -172,25 +174,20 @@ def open_session(
     collect = functools.partial(
         _collect, stacks_dir=stacks_dir, run_dir=run_dir, timeout=hang_options.stack_timeout
     )
-    hang = HangWatchdog(channel, hang_options, calibration, collect_stacks=collect)
+    hang = HangWatcher(hang_options, calibration, collect_stacks=collect)
     session = Session(run_dir, channel, Hooks(), hang, calibration_path, notes, resume)
     if resume is not None:
         session.resume_step = resume()  # StorageError: INFRA_FAILED before anything starts
 
     def attempt_watchdogs() -> list[Watchdog]:
-        # A fresh heartbeat watchdog per attempt, carrying what the last one learnt.
-        session.hang = HangWatchdog(
-            channel, hang_options, session.hang.calibration, collect_stacks=collect
-        )
-        watchdogs: list[Watchdog] = [
-            session.hang,
-            HandshakeWatcher(channel),
-            StepTimeWatchdog(channel, pace),
-        ]
+        # One sampler per attempt feeds fresh watchers; the hang watcher carries what the
+        # last attempt's learnt.
+        session.hang = HangWatcher(hang_options, session.hang.calibration, collect_stacks=collect)
+        watchers: list[Watcher] = [session.hang, HandshakeWatcher(), StepTimeWatcher(pace)]
         if hang_options.log_silence_timeout is not None:
             timeout = hang_options.log_silence_timeout
-            watchdogs.append(LogSilenceWatchdog(lambda: activity.last_output, timeout))
-        return watchdogs
+            watchers.append(LogSilenceWatcher(lambda: activity.last_output, timeout))
+        return [Sampler(channel, watchers)]
 
     env = {
         ENV_CHANNEL: channel.path,
