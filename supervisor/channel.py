@@ -14,13 +14,13 @@ aligned):
      10  H   slot_count
      12  I   slot_size        SLOT_SIZE
      16  Q   seq              seqlock over bytes 24..255 (odd while being written)
-     24  Q   ckpt_generation  bumped for every checkpoint request (issue 7)
-     32  I   ckpt_reason      a small code; 0 means none (issue 7 defines the table)
+     24  Q   ckpt_generation  bumped for every checkpoint request
+     32  I   ckpt_reason      index into child_contract.CHECKPOINT_REASONS plus one; 0: none
      36  I   stop_requested   1 when training should stop at its next step boundary
      40  q   ckpt_deadline_ns CLOCK_MONOTONIC nanoseconds; 0 means no deadline
      48  q   resume_step      -1 when not resuming
      56  I   restart_count
-     60  ..  reserved, zero   room for the checkpoint handshake (issue 7) and later fields
+     60  ..  reserved, zero   room for later fields
 
     slots, SLOT_SIZE = 64 bytes each, slot i written only by local rank i
       0  Q   seq              seqlock: odd while the rank is writing this slot
@@ -30,27 +30,32 @@ aligned):
      14  H   reserved
      16  q   step             -1 until the first `step()`
      24  q   beat_ns          CLOCK_MONOTONIC ns of the last beat (step or phase change)
-     32  q   ckpt_step        last committed checkpoint step; -1 when none (issue 7)
-     40  Q   ckpt_ack         last checkpoint generation acknowledged (issue 7)
+     32  q   ckpt_step        last committed checkpoint step; -1 when none
+     40  Q   ckpt_ack         last checkpoint request generation acknowledged
      48  16s phase            the current phase name, UTF-8, NUL-padded; empty = none
 
 Guarantees:
-* Sequence counters, steps and timestamps are stored as single aligned 8-byte stores
-  through a `memoryview` cast to "q". Not with `struct.pack_into`: it zero-fills its target
-  before writing, so a counter written that way briefly reads as 0, which is even, and a
-  reader could then accept a torn slot (tests/hang caught exactly that).
+* Once the file is shared, every store into it is either one aligned 8-byte word, through
+  a `memoryview` cast to "q" (the value is assembled in Python first), or one byte (a
+  slot's state and flags). Never `struct.pack_into` over a live field: it zero-fills its
+  target before writing, so a reader could catch a 0 there. A sequence counter read as 0
+  is even and lets a torn slot through (tests/hang caught exactly that); a beat timestamp
+  read as 0 looks like a rank silent since boot. Only the identity block (magic, version,
+  sizes) is written with `pack_into`, in `create`, before anyone can open the file.
 * Each slot has exactly one writer (its rank), so writers never contend. The seqlock lets
   the reader, in another process, retry instead of seeing a torn slot. On x86-64 the stores
   become visible in program order (TSO), which is what a seqlock needs. On weakly ordered
-  CPUs (arm64) Python has no store barrier to offer: every field is an aligned 8-byte store
-  and cannot tear on its own, but a reader may rarely pair a new step with the previous
-  timestamp, which moves a staleness estimate by one beat and never invents a hang.
+  CPUs (arm64) Python has no store barrier to offer: every field a reader sees is a value
+  its writer stored (never a zero-filled or half-written one), but a reader may rarely
+  pair fields from before and after one write (a new step or phase with the previous
+  timestamp).
 * `Channel.create` makes the file with O_EXCL and mode 0600 inside a directory it creates
   with mode 0700 if missing; it never reuses or truncates an existing file. It raises
   `ConfigError` when the file exists or cannot be made.
 * `Channel.open` raises `ConfigError` for a missing file or a wrong magic, version or size.
 * Nothing here blocks or starts threads. If a rank crashes mid-write its slot stays odd;
-  the reader then reports the last consistent read or `None`, never a torn one.
+  `read_slot` then returns `None`, never a torn read. If the supervisor dies mid-write the
+  header stays odd and `read_header` raises `TimeoutError`.
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ from __future__ import annotations
 import enum
 import mmap
 import os
-import signal
 import struct
 import time
 from collections.abc import Callable
@@ -75,39 +79,23 @@ PHASE_BYTES = 16
 FLAG_CKPT_FOR_PEER = 1  # slot flags byte (offset 13), bit 0
 
 _IDENT = struct.Struct("=8sHHI")  # magic, version, slot_count, slot_size
-_HEADER_BODY = struct.Struct("=QIIqqI")  # generation, reason, stop, deadline, resume, restarts
+_HEADER_BODY = struct.Struct("=QIIqqI4x")  # generation, reason, stop, deadline, resume, restarts
 _HEADER_BODY_AT = 24
+_HEADER_SEQ_WORD = 2  # byte offset 16
 _SLOT = struct.Struct(f"=QiBBHqqqQ{PHASE_BYTES}s")
-_PID_STATE = struct.Struct("=iB")  # at slot offset 8
-_STEP_BEAT = struct.Struct("=qq")  # at slot offset 16: the heartbeat
-_BEAT = struct.Struct("=q")  # at slot offset 24
-_PHASE = struct.Struct(f"={PHASE_BYTES}s")  # at slot offset 48
-_CKPT = struct.Struct("=qQ")  # at slot offset 32
+
+# Words (8-byte units from a slot's start) that writers store whole.
+_PID_WORD, _STEP_WORD, _BEAT_WORD, _CKPT_STEP_WORD, _CKPT_ACK_WORD, _PHASE_WORD = 1, 2, 3, 4, 5, 6
+_STATE_BYTE, _FLAGS_BYTE = 12, 13
+_PID_STATE = struct.Struct("=iBBH")  # pid, state, flags, reserved: the word at offset 8
+_PHASE_WORDS = struct.Struct(f"={PHASE_BYTES // 8}q")
+_WORD = struct.Struct("=q")
 
 assert _SLOT.size == SLOT_SIZE
-assert _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
+assert _HEADER_BODY.size % 8 == 0 and _HEADER_BODY_AT + _HEADER_BODY.size <= HEADER_SIZE
+_HEADER_WORDS = struct.Struct(f"={_HEADER_BODY.size // 8}q")
 
 _READ_RETRIES = 64
-
-# How the supervisor tells a rank where things are (the child's environment). Here, not in
-# supervisor.client, so the supervisor side can name them without importing an L4 module.
-# Why a checkpoint is requested; the header carries the index plus one (0: no request).
-CHECKPOINT_REASONS: tuple[str, ...] = ("periodic", "degraded", "preempted", "requested", "final")
-
-ENV_CHANNEL = "SUPERVISE_CHANNEL"
-ENV_CHECKPOINT_DIR = "SUPERVISE_CHECKPOINT_DIR"
-ENV_STACKS_DIR = "SUPERVISE_STACKS_DIR"
-ENV_RESUME_STEP = "SUPERVISE_RESUME_STEP"
-ENV_RESTART_COUNT = "SUPERVISE_RESTART_COUNT"
-
-# The other half of the contract: an attached rank dumps its Python stacks on this signal
-# into this file inside $SUPERVISE_STACKS_DIR (see supervisor.client and supervisor.hang.stacks).
-STACK_SIGNAL = signal.SIGUSR2
-
-
-def stacks_file_name(rank: int, pid: int) -> str:
-    """The file rank `rank` (process `pid`) appends its faulthandler dumps to."""
-    return f"rank{rank}-{pid}.txt"
 
 
 class SlotState(enum.IntEnum):
@@ -229,11 +217,7 @@ class Channel:
 
     def write_header(self, header: Header) -> None:
         """Publish a new header. Supervisor only; one writer thread at a time."""
-        seq = self.words[2]  # byte offset 16
-        self.words[2] = seq + 1
-        _HEADER_BODY.pack_into(
-            self.mm,
-            _HEADER_BODY_AT,
+        body = _HEADER_BODY.pack(
             header.ckpt_generation,
             header.ckpt_reason,
             1 if header.stop_requested else 0,
@@ -241,18 +225,23 @@ class Channel:
             header.resume_step,
             header.restart_count,
         )
-        self.words[2] = seq + 2
+        words, at = self.words, _HEADER_BODY_AT // 8
+        seq = words[_HEADER_SEQ_WORD]
+        words[_HEADER_SEQ_WORD] = seq + 1
+        for i, word in enumerate(_HEADER_WORDS.unpack(body)):
+            words[at + i] = word
+        words[_HEADER_SEQ_WORD] = seq + 2
 
     # ------------------------------------------------------------------------ reads
 
     def read_header(self) -> Header:
         """A consistent header; retries while the supervisor is mid-write."""
         for _ in range(_READ_RETRIES):
-            before = self.words[2]  # the header's sequence word, byte offset 16
+            before = self.words[_HEADER_SEQ_WORD]
             if before & 1:
                 continue
             body = _HEADER_BODY.unpack_from(self.mm, _HEADER_BODY_AT)
-            if self.words[2] == before:
+            if self.words[_HEADER_SEQ_WORD] == before:
                 gen, reason, stop, deadline, resume, restarts = body
                 return Header(gen, reason, bool(stop), deadline, resume, restarts)
         raise TimeoutError("the channel header stayed mid-write; the supervisor is stuck")
@@ -314,23 +303,29 @@ class SlotWriter:
 
     def __init__(self, channel: Channel, rank: int) -> None:
         self._mm = channel.mm
+        self._words = channel.words
         self._off = channel.slot_offset(rank)
+        self._at = self._off // 8  # the slot's first word
         self._begin, self._end, self.beat = _slot_writers(channel.words, self._off)
 
     def claim(self, pid: int, phase: str = "") -> None:
         """Mark the slot RUNNING for `pid`, with no step yet."""
+        words, at = self._words, self._at
+        pid_state = _as_word(_PID_STATE.pack(pid, SlotState.RUNNING, 0, 0))
         self._begin()
-        _PID_STATE.pack_into(self._mm, self._off + 8, pid, SlotState.RUNNING)
-        _STEP_BEAT.pack_into(self._mm, self._off + 16, -1, time.monotonic_ns())
-        _CKPT.pack_into(self._mm, self._off + 32, -1, 0)
-        _PHASE.pack_into(self._mm, self._off + 48, encode_phase(phase))
+        words[at + _PID_WORD] = pid_state
+        words[at + _STEP_WORD] = -1
+        words[at + _BEAT_WORD] = time.monotonic_ns()
+        words[at + _CKPT_STEP_WORD] = -1
+        words[at + _CKPT_ACK_WORD] = 0
+        self._store_phase(phase)
         self._end()
 
     def set_phase(self, phase: str) -> None:
         """Enter `phase` ("" for none); entering a phase counts as a beat."""
         self._begin()
-        _PHASE.pack_into(self._mm, self._off + 48, encode_phase(phase))
-        _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
+        self._store_phase(phase)
+        self._words[self._at + _BEAT_WORD] = time.monotonic_ns()
         self._end()
 
     def set_checkpoint(self, ckpt_step: int, ack_generation: int, for_peer: bool = False) -> None:
@@ -339,17 +334,31 @@ class SlotWriter:
         `for_peer`: the save answered another rank's request (its pod is leaving), which
         tells this node's supervisor that the trainer will leave too.
         """
+        words, at = self._words, self._at
         self._begin()
-        _CKPT.pack_into(self._mm, self._off + 32, ckpt_step, ack_generation)
-        self._mm[self._off + 13] = FLAG_CKPT_FOR_PEER if for_peer else 0
+        words[at + _CKPT_STEP_WORD] = ckpt_step
+        words[at + _CKPT_ACK_WORD] = ack_generation
+        self._mm[self._off + _FLAGS_BYTE] = FLAG_CKPT_FOR_PEER if for_peer else 0
         self._end()
 
     def finish(self) -> None:
         """Mark the slot FINISHED: the rank's silence from now on is not a hang."""
         self._begin()
-        self._mm[self._off + 12] = SlotState.FINISHED
-        _BEAT.pack_into(self._mm, self._off + 24, time.monotonic_ns())
+        self._mm[self._off + _STATE_BYTE] = SlotState.FINISHED
+        self._words[self._at + _BEAT_WORD] = time.monotonic_ns()
         self._end()
+
+    def _store_phase(self, phase: str) -> None:
+        """The phase field as whole words (between `_begin` and `_end`)."""
+        padded = encode_phase(phase).ljust(PHASE_BYTES, b"\0")
+        for i, word in enumerate(_PHASE_WORDS.unpack(padded)):
+            self._words[self._at + _PHASE_WORD + i] = word
+
+
+def _as_word(raw: bytes) -> int:
+    """8 bytes of the layout as the signed integer one word store writes."""
+    (word,) = _WORD.unpack(raw)
+    return word
 
 
 def _slot_writers(
@@ -359,10 +368,10 @@ def _slot_writers(
 
     Closures over locals rather than methods: a heartbeat then does no attribute lookups,
     which measurably matters at a few hundred nanoseconds a call (bench_heartbeat.py).
-    Every store is one aligned 8-byte word (see the module docstring for why).
+    Every store is one aligned 8-byte word (the module docstring says why).
     """
     at_seq = off // 8
-    at_step, at_beat = at_seq + 2, at_seq + 3  # byte offsets 16 and 24 in the slot
+    at_step, at_beat = at_seq + _STEP_WORD, at_seq + _BEAT_WORD
     seq = words[at_seq] & ~1
     now_ns = time.monotonic_ns
 

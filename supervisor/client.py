@@ -7,8 +7,8 @@
         sup.step(step)
 
 Guarantees:
-* Imports only the standard library and `supervisor.channel`; never torch. Safe to import
-  at the top of any training script.
+* Imports only the standard library, `supervisor.channel` and `supervisor.child_contract`;
+  never torch. Safe to import at the top of any training script.
 * Outside supervise (no `SUPERVISE_CHANNEL` in the environment) `attach()` returns a no-op
   handle with the same methods, so one script runs with or without supervise.
 * `step(n)` writes the step and a CLOCK_MONOTONIC timestamp into this rank's slot of the
@@ -25,7 +25,10 @@ Guarantees:
   to its child) makes an attached trainer dump its stacks instead of dying, the default
   action. A trainer that installed its own SIGUSR2 handler keeps it and gets no dumps.
 * Problems here never stop training: a bad channel prints one line to stderr and the
-  handle degrades to a no-op.
+  handle degrades to a no-op. A channel header that cannot be read consistently (the
+  supervisor died, or was descheduled, in the middle of writing it) reads as "no request":
+  `checkpoint_requested` is False, `checkpoint_reason` None, and `committed` acknowledges
+  only what this rank had already seen. None of them raises.
 """
 
 from __future__ import annotations
@@ -39,15 +42,14 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from supervisor.channel import (
+from supervisor.channel import Channel, Header, SlotWriter
+from supervisor.child_contract import (
     CHECKPOINT_REASONS,
     ENV_CHANNEL,
     ENV_RESTART_COUNT,
     ENV_RESUME_STEP,
     ENV_STACKS_DIR,
     STACK_SIGNAL,
-    Channel,
-    SlotWriter,
     stacks_file_name,
 )
 
@@ -174,23 +176,40 @@ class Handle(NoopHandle):
     def checkpoint_requested(self) -> bool:
         """True from a request's arrival until this rank reports a commit after it.
 
-        One consistent read of the channel header: a few microseconds, no syscalls.
+        One read of the channel header: a few microseconds, no syscalls. Never raises.
         """
-        header = self._channel.read_header()
-        return header.ckpt_reason != 0 and header.ckpt_generation > self._answered
+        return self._pending() is not None
 
     @property
     def checkpoint_reason(self) -> str | None:
-        header = self._channel.read_header()
-        if header.ckpt_reason == 0 or header.ckpt_generation <= self._answered:
+        header = self._pending()
+        if header is None:
             return None
+        if header.ckpt_reason > len(CHECKPOINT_REASONS):  # a newer supervise's reason
+            return "requested"
         return CHECKPOINT_REASONS[header.ckpt_reason - 1]
 
     def committed(self, step: int) -> None:
         """Report that checkpoint `step` is committed; it answers any request made so far."""
-        self._answered = self._channel.read_header().ckpt_generation
+        header = self._header()
+        if header is not None:
+            self._answered = max(self._answered, header.ckpt_generation)
         self._writer.set_checkpoint(step, self._answered, self._for_peer)
         self._for_peer = False
+
+    def _header(self) -> Header | None:
+        """The channel header, or None while it cannot be read consistently."""
+        try:
+            return self._channel.read_header()
+        except TimeoutError:  # the supervisor stopped mid-write: ask again at the next step
+            return None
+
+    def _pending(self) -> Header | None:
+        """The header when it carries a request this rank has not answered yet."""
+        header = self._header()
+        if header is None or header.ckpt_reason == 0 or header.ckpt_generation <= self._answered:
+            return None
+        return header
 
     def finish(self) -> None:
         """Mark this rank finished. Idempotent; ignored in a forked child process."""

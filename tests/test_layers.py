@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.core.actions", 0),
     ("supervisor.gang", 0),
     ("supervisor.gang.records", 0),
+    ("supervisor.child_contract", 0),
     # L1 decisions: pure, L0 only
     ("supervisor.core.*", 1),
     ("supervisor.gang.*", 1),

@@ -1,7 +1,7 @@
-"""Hang detection on the supervisor side: options, calibration, and the watchdogs.
+"""Hang detection on the supervisor side: options, calibration, the watchers and stacks.
 
-`HangWatchdog` reads every rank's heartbeat slot in the shared-memory channel and reports a
-HANG finding when a rank makes no progress within its phase's timeout. `LogSilenceWatchdog`
-is the opt-in fallback for programs that are not instrumented. See the submodules for the
-guarantees each one gives.
+`HangWatcher` judges every rank's heartbeat slot, as sampled from the shared-memory channel
+by the attempt's sampler, and returns a HANG finding when a rank makes no progress within
+its phase's timeout. `LogSilenceWatcher` is the opt-in fallback for programs that are not
+instrumented. See the submodules for the guarantees each one gives.
 """

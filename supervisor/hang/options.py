@@ -25,7 +25,6 @@ from supervisor.core.errors import ConfigError
 from supervisor.hang.calibration import Knobs
 
 DEFAULT_INIT_TIMEOUT = 900.0  # seconds; matches torchrun's default rendezvous timeout
-DEFAULT_POLL_INTERVAL = 0.2  # seconds between reads of the channel
 STEADY_PHASES = frozenset({"", "train"})
 
 
@@ -63,7 +62,6 @@ class HangOptions:
     log_silence_timeout: float | None = None  # None: no log-silence fallback
     phase_timeouts: Mapping[str, float] = field(default_factory=dict)
     calibration: Knobs = field(default_factory=Knobs)
-    poll_interval: float = DEFAULT_POLL_INTERVAL
     stack_timeout: float = 2.0  # seconds to wait for every rank's stack dump
 
     def __post_init__(self) -> None:
@@ -76,7 +74,6 @@ class HangOptions:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"a phase timeout needs a phase name, got {name!r}")
             _seconds(f"--phase-timeout {name}", seconds)
-        _seconds("the hang poll interval", self.poll_interval)
         _seconds("the stack-dump timeout", self.stack_timeout)
         # Freeze the mapping too, so a caller's dict cannot change a running watchdog.
         object.__setattr__(self, "phase_timeouts", dict(self.phase_timeouts))

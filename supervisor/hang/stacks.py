@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Collection, Mapping
 
-from supervisor.channel import STACK_SIGNAL, stacks_file_name
+from supervisor.child_contract import STACK_SIGNAL, stacks_file_name
 
 FR_SUBDIR = "flight_recorder"
 FR_DUMP_STEM = "nccl_trace_rank_"  # PyTorch appends the rank
@@ -258,7 +258,7 @@ def hang_evidence(
 ) -> dict[str, object]:
     """Everything to attach to a HANG finding: stacks, suspects, Flight Recorder dumps.
 
-    Fits `HangWatchdog(collect_stacks=...)` via functools.partial. Blocks up to `timeout`.
+    Fits `HangWatcher(collect_stacks=...)` via functools.partial. Blocks up to `timeout`.
     """
     if run_dir is not None:
         trigger_flight_recorder(run_dir)

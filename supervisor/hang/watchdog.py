@@ -1,43 +1,43 @@
-"""Watchdogs that turn missing progress into a HANG finding.
+"""Hang detection from the channel samples: missing progress becomes a HANG finding.
 
-`HangWatchdog` polls every rank's slot in the heartbeat channel (every `poll_interval`,
-0.2 s by default) from its own daemon thread. A rank is stalled when its last beat is older
-than the timeout of its phase (`HangOptions.timeout_for`). Not stalled, ever:
+`HangWatcher` is a `Watcher` fed by the attempt's sampler (`supervisor.watch.sampler`).
+A rank is stalled when its last beat is older than the timeout of its phase
+(`HangOptions.timeout_for`) at the sample's time. Not stalled, ever:
 * a slot no rank has claimed (the rank has not started);
 * a FINISHED slot (the rank said it is done);
 * a rank whose process no longer exists (it died: the child's exit status tells that
   story, and calling it a hang would hide the real cause).
 
-On the first stall it reports one `Found(Finding(source="hang", kind="heartbeat_stall",
-exit_code=HANG, urgency=STOP))` and then goes quiet. The detail names the rank that
-stalled first (oldest last beat) and lists every rank's state. When a `collect_stacks`
-callable is given, the watchdog asks for every running rank's stacks before reporting
-(bounded by the callable's own timeout) and merges what it returns into the detail; if the
-stacks single out one stalled rank as the suspect (the one not waiting inside a
+On the first stall it returns one `Finding(source="hang", kind="heartbeat_stall",
+exit_code=HANG, urgency=STOP)` and is done. The detail names the rank that stalled first
+(oldest last beat) and lists every rank's state. When a `collect_stacks` callable is given,
+the watcher asks for every running rank's stacks before returning (blocking the sampler's
+thread for at most the callable's own timeout) and merges what it returns into the detail;
+if the stacks single out one stalled rank as the suspect (the one not waiting inside a
 collective), that rank is the one named.
 
-While ranks step in a steady phase, the watchdog feeds their seconds-per-step into the
-calibration, which `calibration` exposes for the lead to persist.
+Every sample's steady step intervals feed the calibration, which `calibration` exposes
+for the session to persist; it is replaced whole on each sample, so any thread may read it.
 
-`LogSilenceWatchdog` reports `kind="log_silence"` once the child has written nothing for
-its timeout. Both: `start` returns at once, `stop` returns within a poll interval, `report`
-is called from the watchdog's thread, and an unexpected error in the thread is reported as
-a NOTE finding instead of dying silently.
+`LogSilenceWatcher` returns `kind="log_silence"` once the child has written nothing for its
+timeout, then is done.
+
+Neither reads a clock, a thread or the channel: time is the sample's, and the only effects
+are the injected `alive` and `collect_stacks` callables (and `last_output`).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from supervisor.channel import Channel, Slot, SlotState
-from supervisor.core.events import Finding, Found, Urgency
+from supervisor.channel import Slot, SlotState
+from supervisor.core.events import Finding, Urgency
 from supervisor.core.exitcodes import ExitCode
 from supervisor.hang.calibration import Calibration
-from supervisor.hang.options import STEADY_PHASES, HangOptions
-from supervisor.watch.poller import Poller
+from supervisor.hang.options import HangOptions
+from supervisor.watch.sample import Sample
 
 StackCollector = Callable[[Mapping[int, int], Iterable[int]], Mapping[str, object]]
 """(pids by rank, stalled ranks) -> facts to merge into the finding (stacks, suspects...)."""
@@ -142,83 +142,64 @@ def stall_finding(
     )
 
 
-class HangWatchdog(Poller):
-    """Heartbeat staleness per rank, from the shared-memory channel."""
+class HangWatcher:
+    """Heartbeat staleness per rank, from the channel samples; see the module docstring."""
+
+    name = "hang"
 
     def __init__(
         self,
-        channel: Channel,
         options: HangOptions,
         calibration: Calibration | None = None,
         collect_stacks: StackCollector | None = None,
         alive: Callable[[int], bool] = pid_alive,
     ) -> None:
-        super().__init__("hang", options.poll_interval)
-        self._channel = channel
         self._options = options
         self._collect = collect_stacks
         self._alive = alive
-        self._lock = threading.Lock()
-        self._calibration = calibration or Calibration()
-        self._seen: dict[int, Slot] = {}  # last clean read per rank
-
-    @property
-    def calibration(self) -> Calibration:
-        """The calibration so far (thread-safe snapshot), for the lead to persist."""
-        with self._lock:
-            return self._calibration
+        self.calibration = calibration or Calibration()
+        self.done = False
 
     def calibrated_timeout(self) -> float | None:
         return self.calibration.timeout(self._options.calibration)
 
-    def poll(self) -> bool:
-        slots = self._channel.read_slots()
-        now_ns = int(self._now() * 1e9)
-        self._learn(slots)
+    def observe(self, sample: Sample) -> list[Finding]:
+        knobs = self._options.calibration
+        calibration = self.calibration
+        for interval in sample.intervals:
+            calibration = calibration.observe(interval.seconds, knobs)
+        self.calibration = calibration
+        slots = list(sample.slots)
+        now_ns = sample.now_ns
         stalls = find_stalls(slots, now_ns, self._options, self.calibrated_timeout(), self._alive)
         if not stalls:
-            return False
+            return []
+        self.done = True
         extra: Mapping[str, object] = {}
         if self._collect is not None:
             running = {s.rank: s.pid for s in slots if s.state is SlotState.RUNNING}
             extra = self._collect(running, [s.slot.rank for s in stalls])
-        assert self._report is not None
-        self._report(Found(stall_finding(stalls, slots, now_ns, extra), self._now()))
-        return True
-
-    def _learn(self, slots: list[Slot]) -> None:
-        """Feed steady-state seconds-per-step into the calibration."""
-        knobs = self._options.calibration
-        for slot in slots:
-            before = self._seen.get(slot.rank)
-            self._seen[slot.rank] = slot
-            if (
-                before is None
-                or before.pid != slot.pid  # the rank was restarted: a new series
-                or before.step < 0  # the first step includes start-up, not a step
-                or slot.step <= before.step
-                or before.phase != slot.phase
-                or slot.phase not in STEADY_PHASES
-            ):
-                continue
-            per_step = (slot.beat_ns - before.beat_ns) / 1e9 / (slot.step - before.step)
-            with self._lock:
-                self._calibration = self._calibration.observe(per_step, knobs)
+        return [stall_finding(stalls, slots, now_ns, extra)]
 
 
-class LogSilenceWatchdog(Poller):
-    """Opt-in fallback for uninstrumented programs: no output for `timeout` s is a hang."""
+class LogSilenceWatcher:
+    """Opt-in fallback for uninstrumented programs: no output for `timeout` s is a hang.
 
-    def __init__(self, last_output: Callable[[], float], timeout: float, poll: float = 0.25):
-        super().__init__("log-silence", min(poll, timeout / 4))
+    `last_output()` is when the child last wrote, on the loop's clock (`Activity`).
+    """
+
+    name = "log-silence"
+
+    def __init__(self, last_output: Callable[[], float], timeout: float) -> None:
         self._last_output = last_output
         self._timeout = timeout
+        self.done = False
 
-    def poll(self) -> bool:
-        silent_for = self._now() - self._last_output()
+    def observe(self, sample: Sample) -> list[Finding]:
+        silent_for = sample.now - self._last_output()
         if silent_for <= self._timeout:
-            return False
-        assert self._report is not None
+            return []
+        self.done = True
         finding = Finding(
             source="hang",
             kind="log_silence",
@@ -230,5 +211,4 @@ class LogSilenceWatchdog(Poller):
             urgency=Urgency.STOP,
             detail={"silent_for_s": round(silent_for, 3), "timeout_s": self._timeout},
         )
-        self._report(Found(finding, self._now()))
-        return True
+        return [finding]

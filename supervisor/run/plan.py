@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from supervisor.channel import ENV_CHANNEL, ENV_CHECKPOINT_DIR, ENV_STACKS_DIR
+from supervisor.child_contract import ENV_CHANNEL, ENV_CHECKPOINT_DIR, ENV_STACKS_DIR
 from supervisor.core import policy
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options

@@ -23,7 +23,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-from supervisor.channel import ENV_RESTART_COUNT, ENV_RESUME_STEP, Channel
+from supervisor.channel import Channel
+from supervisor.child_contract import ENV_RESTART_COUNT, ENV_RESUME_STEP
 from supervisor.core import outputs as out
 from supervisor.core.actions import RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
@@ -33,13 +34,15 @@ from supervisor.core.exitcodes import ExitCode
 from supervisor.core.matchers import DEFAULT_MATCHER
 from supervisor.hang import stacks
 from supervisor.hang.state import load_calibration, save_calibration
-from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog
+from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
 from supervisor.run.plan import Plan
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
-from supervisor.watch.steptime_watchdog import StepTimeWatchdog
+from supervisor.watch.sample import Watcher
+from supervisor.watch.sampler import Sampler
+from supervisor.watch.steptime_watchdog import StepTimeWatcher
 
 
 def make_run_dir() -> str:
@@ -81,7 +84,7 @@ class Session:
             run_dir=plan.run_dir,
             timeout=plan.hang.stack_timeout,
         )
-        self.hang = HangWatchdog(channel, plan.hang, calibration, collect_stacks=self._collect)
+        self.hang = HangWatcher(plan.hang, calibration, collect_stacks=self._collect)
         # StorageError: INFRA_FAILED before anything starts.
         self.resume_step = resume() if resume is not None else None
 
@@ -136,20 +139,15 @@ class Session:
         return env
 
     def attempt_watchdogs(self) -> list[Watchdog]:
-        """Fresh watchdogs for one attempt; the heartbeat one carries what the last learnt."""
+        """Fresh watchdogs for one attempt: one sampler of the channel feeding the watchers
+        (the hang watcher carries what the last attempt learnt)."""
         plan = self.plan
-        self.hang = HangWatchdog(
-            self.channel, plan.hang, self.hang.calibration, collect_stacks=self._collect
-        )
-        watchdogs: list[Watchdog] = [
-            self.hang,
-            HandshakeWatcher(self.channel),
-            StepTimeWatchdog(self.channel, plan.pace),
-        ]
+        self.hang = HangWatcher(plan.hang, self.hang.calibration, collect_stacks=self._collect)
+        watchers: list[Watcher] = [self.hang, HandshakeWatcher(), StepTimeWatcher(plan.pace)]
         if plan.hang.log_silence_timeout is not None:
             timeout = plan.hang.log_silence_timeout
-            watchdogs.append(LogSilenceWatchdog(lambda: self.activity.last_output, timeout))
-        return watchdogs
+            watchers.append(LogSilenceWatcher(lambda: self.activity.last_output, timeout))
+        return [Sampler(self.channel, watchers)]
 
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         publish_request(self.channel, request)

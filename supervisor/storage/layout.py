@@ -43,7 +43,7 @@ SKELETON = "state.json"
 PICKLES = "objects.pt"
 STEP_DIGITS = 12
 # Why a step was saved. The same names as the channel's checkpoint requests
-# (supervisor.channel.CHECKPOINT_REASONS; a test keeps the two equal), so a trainer can pass
+# (supervisor.child_contract.CHECKPOINT_REASONS; a test keeps the two equal), so a trainer can pass
 # the reason supervise asked with straight through.
 REASONS = ("periodic", "degraded", "preempted", "requested", "final")
 KINDS = ("state", "dcp")

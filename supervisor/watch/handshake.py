@@ -7,25 +7,22 @@
 * `publish_attempt` starts a new attempt of the command: it records the step to resume
   from and the restart count, and clears any pending request (reason 0) while keeping the
   generation counter, so a request from an earlier attempt is never acted on again.
-* `HandshakeWatcher` (a `Watchdog`, one per attempt) polls the rank slots on its own thread
-  and reports `Attached` when the first rank claims a slot, and `CheckpointCommitted` each
-  time a rank reports a newer committed step than any before, with the request generation
-  it acknowledges (0 for a save nobody asked for). A commit is one marker for all ranks.
+* `HandshakeWatcher` (a `Watcher`, one per attempt, fed by the attempt's sampler) reports
+  `Attached` when the first rank claims a slot, and `CheckpointCommitted` each time a rank
+  reports a newer committed step than any before, with the request generation it
+  acknowledges (0 for a save nobody asked for). A commit is one marker for all ranks.
+  Both events carry the sample's time.
 
 The header has one writer: the loop's thread calls both publish functions.
 """
 
 from __future__ import annotations
 
-from supervisor.channel import CHECKPOINT_REASONS, Channel, Header, SlotState
+from supervisor.channel import Channel, Header
+from supervisor.child_contract import CHECKPOINT_REASONS
 from supervisor.core.actions import RequestCheckpoint
-from supervisor.core.events import (
-    Attached,
-    CheckpointCommitted,
-)
-from supervisor.watch.poller import Poller
-
-POLL_INTERVAL = 0.1  # seconds; a commit is noticed within this, well inside any budget
+from supervisor.core.events import Attached, CheckpointCommitted, Event
+from supervisor.watch.sample import Sample
 
 
 def reason_code(reason: str) -> int:
@@ -58,26 +55,27 @@ def publish_attempt(channel: Channel, resume_step: int | None, restart_count: in
     )
 
 
-class HandshakeWatcher(Poller):
+class HandshakeWatcher:
     """Reports `Attached` and `CheckpointCommitted` from the slots."""
 
-    def __init__(self, channel: Channel, interval: float = POLL_INTERVAL) -> None:
-        super().__init__("handshake", interval)
-        self._channel = channel
+    name = "handshake"
+    done = False  # watches the whole attempt
+
+    def __init__(self) -> None:
         self._attached = False
         self._reported = -1  # a commit is one marker for all ranks: report each step once
 
-    def poll(self) -> bool:
-        running = [s for s in self._channel.read_slots() if s.state is not SlotState.UNUSED]
-        if running and not self._attached:
+    def observe(self, sample: Sample) -> list[Event]:
+        seen: list[Event] = []
+        if sample.slots and not self._attached:
             self._attached = True
-            self._report(Attached(len(running), self._now()))
-        for slot in running:
+            seen.append(Attached(len(sample.slots), sample.now))
+        for slot in sample.slots:
             if slot.ckpt_step > self._reported:
                 self._reported = slot.ckpt_step
-                self._report(
+                seen.append(
                     CheckpointCommitted(
-                        slot.ckpt_step, slot.ckpt_ack, self._now(), for_peer=slot.ckpt_for_peer
+                        slot.ckpt_step, slot.ckpt_ack, sample.now, for_peer=slot.ckpt_for_peer
                     )
                 )
-        return False
+        return seen

@@ -1,53 +1,46 @@
-"""Watches each rank's pace from its heartbeats and reports a sustained step-time regression.
+"""Watches each rank's pace and reports a sustained step-time regression.
 
-One daemon thread per attempt polls the channel slots every `interval` seconds, turns
-progress between polls into seconds per step (steady phases only: no phase or "train"),
-and feeds `supervisor.watch.steptime`. It reports one NOTE finding per rank when a regression has
-lasted `sustain` seconds; the policy decides whether that means DEVICE_DEGRADED.
-It runs on a `Poller` thread.
+`StepTimeWatcher` is a `Watcher` fed by the attempt's sampler: it takes the steady step
+intervals of each sample (seconds per step, measured once by `sample.step_intervals`) and
+feeds them, per rank, to the pure decision in `supervisor.watch.steptime`. It reports one
+NOTE finding per rank when a regression has lasted `sustain` seconds; the policy decides
+whether that means DEVICE_DEGRADED. No clock of its own: time is `sample.now`.
 """
 
 from __future__ import annotations
 
-from supervisor.channel import Channel, Slot, SlotState
-from supervisor.core.events import Finding, Found, Urgency
+from supervisor.channel import Slot
+from supervisor.core.events import STEP_TIME_REGRESSION, Finding, Urgency
 from supervisor.core.exitcodes import ExitCode
-from supervisor.hang.options import STEADY_PHASES
 from supervisor.watch import steptime
-from supervisor.watch.poller import Poller
+from supervisor.watch.sample import Sample
 
-KIND = "step_time_regression"
+KIND = STEP_TIME_REGRESSION  # the policy reads this kind (core.policy)
 
 
-class StepTimeWatchdog(Poller):
-    def __init__(self, channel: Channel, config: steptime.Config, interval: float = 0.25):
-        super().__init__("step-time", interval)
-        self._channel = channel
+class StepTimeWatcher:
+    name = "step-time"
+    done = False  # watches the whole attempt; reports each rank at most once
+
+    def __init__(self, config: steptime.Config) -> None:
         self._config = config
-        self._last: dict[int, Slot] = {}
         self._paces: dict[int, steptime.Pace] = {}
 
-    def poll(self) -> bool:
-        for slot in self._channel.read_slots():
-            before, self._last[slot.rank] = self._last.get(slot.rank), slot
-            if (
-                slot.state is not SlotState.RUNNING
-                or before is None
-                or before.pid != slot.pid
-                or before.step < 0
-                or slot.step <= before.step
-                or slot.phase not in STEADY_PHASES
-                or before.phase != slot.phase
-            ):
-                continue
-            per_step = (slot.beat_ns - before.beat_ns) / 1e9 / (slot.step - before.step)
+    def pace(self, rank: int) -> steptime.Pace:
+        """What the watcher knows of `rank`'s pace so far."""
+        return self._paces.get(rank, steptime.Pace())
+
+    def observe(self, sample: Sample) -> list[Finding]:
+        seen = []
+        for interval in sample.intervals:
+            rank = interval.slot.rank
             pace, sustained = steptime.observe(
-                self._paces.get(slot.rank, steptime.Pace()), per_step, self._now(), self._config
+                self.pace(rank), interval.seconds, sample.now, self._config
             )
-            self._paces[slot.rank] = pace
+            self._paces[rank] = pace
             if sustained:
-                self._report(Found(self._finding(slot, pace), self._now()))
-        return False
+                seen.append(self._finding(interval.slot, pace))
+        return seen
 
     def _finding(self, slot: Slot, pace: steptime.Pace) -> Finding:
         base, current = pace.baseline_s or 0.0, pace.current_s or 0.0

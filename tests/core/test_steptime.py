@@ -1,11 +1,13 @@
-"""Step-time regression, decided without processes; and what the policy makes of it."""
+"""Step-time regression without processes or threads; and what the policy makes of it."""
 
 from __future__ import annotations
 
 import signal
 
+from supervisor.channel import Slot, SlotState
 from supervisor.core import policy
 from supervisor.core.actions import RequestCheckpoint, SignalChild
+from supervisor.core.clock import FakeClock
 from supervisor.core.events import (
     ChildStarted,
     Finding,
@@ -15,6 +17,8 @@ from supervisor.core.events import (
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.outputs import Output
 from supervisor.watch import steptime
+from supervisor.watch.sample import Sample, StepInterval
+from supervisor.watch.steptime_watchdog import KIND, StepTimeWatcher
 
 CONFIG = steptime.Config(
     ratio=1.5, sustain=10.0, baseline_window=50, recent_window=5, min_baseline=10
@@ -53,6 +57,38 @@ def test_a_short_slowdown_is_forgiven() -> None:
     pace, fired = feed(pace, [0.2] * 8 + [0.1] * 10 + [0.2] * 8, 100.0)
     assert fired == []
     assert pace.regressed_since is None or pace.regressed_since >= 118.0
+
+
+def test_the_watcher_reports_a_sustained_regression_once_per_rank() -> None:
+    clock = FakeClock()
+    watcher = StepTimeWatcher(CONFIG)
+    step = 0
+
+    def tick(*seconds: float) -> list[Finding]:
+        nonlocal step
+        step += 1
+        clock.advance(1.0)
+        slots = [Slot(r, 100 + r, SlotState.RUNNING, step, 0, -1, 0, "") for r in range(2)]
+        intervals = tuple(StepInterval(s, x) for s, x in zip(slots, seconds, strict=True))
+        return watcher.observe(Sample(tuple(slots), clock.monotonic(), intervals))
+
+    for _ in range(20):
+        assert tick(0.1, 0.1) == []
+    fired: list[tuple[float, Finding]] = []
+    for _ in range(30):  # rank 1 slows down to 2x; rank 0 keeps its pace
+        fired += [(clock.monotonic(), f) for f in tick(0.1, 0.2)]
+    # its recent median crosses 1.5x on the 3rd slow interval; `sustain` (10 s) later it counts
+    ((at, finding),) = fired
+    assert at == 1000.0 + 23 + 10
+    assert (finding.kind, finding.exit_code, finding.urgency) == (
+        KIND,
+        ExitCode.DEVICE_DEGRADED,
+        Urgency.NOTE,
+    )
+    assert finding.detail["rank"] == 1 and finding.detail["pid"] == 101
+    assert finding.detail["baseline_s_per_step"] == 0.1 and finding.detail["ratio"] == 2.0
+    assert watcher.pace(0).regressed_since is None
+    assert not watcher.done
 
 
 SLOW = Finding(

@@ -27,12 +27,15 @@ class Inbox:
             self.events.append(event)
             self._cond.notify_all()
 
-    def wait_for(self, kind: str, timeout: float = 5.0) -> Found:
+    def wait_for(self, kind: str, timeout: float = 5.0, **detail: object) -> Found:
+        """The first finding of `kind` (whose detail has `detail`); waits up to `timeout`."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for event in self.events:
-                    if event.finding.kind == kind:
+                    found = event.finding
+                    wanted = all(found.detail.get(k) == v for k, v in detail.items())
+                    if found.kind == kind and wanted:
                         return event
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -68,17 +71,19 @@ def test_faults_present_before_supervise_are_seen_by_the_start_snapshot() -> Non
 
 def test_a_fatal_xid_is_reported_once_with_its_evidence_soon_after_it_happens() -> None:
     t0 = time.monotonic()
-    dog, inbox, _ = watch(
-        {"timeline": [{"at": 0.3, "gpu": 0, "xid": 79}, {"at": 0.4, "gpu": 0, "xid": 79}]},
-        poll=60,
-    )
+    timeline = [
+        {"at": 0.3, "gpu": 0, "xid": 79},
+        {"at": 0.4, "gpu": 0, "xid": 79},  # the repeat
+        {"at": 0.5, "gpu": 0, "xid": 13},  # a marker: events are handled in order, one thread
+    ]
+    dog, inbox, _ = watch({"timeline": timeline}, poll=60)
     try:
-        event = inbox.wait_for("xid")
-        time.sleep(0.3)
+        event = inbox.wait_for("xid", xid=79)
+        inbox.wait_for("xid", xid=13)  # so the repeat has been handled too
     finally:
         dog.stop()
     assert 0.3 <= event.at - t0 < 0.3 + 0.6  # the fake really waited; the adapter did not
-    assert inbox.kinds().count("xid") == 1  # the repeat is the same evidence
+    assert [e.finding.detail["xid"] for e in inbox.events] == [79, 13]  # the repeat: same evidence
     finding = event.finding
     assert finding.exit_code is ExitCode.DEVICE_FAILED and finding.urgency is Urgency.STOP
     assert finding.detail["xid"] == 79 and finding.detail["nvidia_action"] == "RESTART_BM"
@@ -142,13 +147,15 @@ def test_a_hung_nvml_call_is_a_failed_device_and_does_not_hang_the_watchdog() ->
 
 
 def test_stop_is_prompt_and_safe_twice() -> None:
-    dog, inbox, _ = watch({}, poll=0.05)
-    time.sleep(0.2)
+    # Only a later poll sees the change at 0.2 s (no event announces it): the poll loop has
+    # turned, and is waiting for its next turn, when stop() comes.
+    dog, inbox, _ = watch({"timeline": [{"at": 0.2, "gpu": 0, "set": {"remap_pending": True}}]})
+    inbox.wait_for("remap_pending")
     started = time.monotonic()
     dog.stop()
     dog.stop()
     assert time.monotonic() - started < 1.0
-    assert inbox.events == [] and dog.polls >= 1
+    assert inbox.kinds() == ["remap_pending"]  # a poll read the GPU; nothing else came
 
 
 # ------------------------------------------------------------ building it

@@ -18,7 +18,7 @@ STALL_RANK, STALL_STEP = 1, 5
 
 
 def stall_in_python() -> None:
-    time.sleep(600)
+    time.sleep(600)  # real process: the stall under test (killed by supervise)
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
             continue
         dist.all_reduce(t)
         sup.step(step)
-        time.sleep(0.05)
+        time.sleep(0.05)  # real process: the step time of a healthy rank
 
 
 if __name__ == "__main__":

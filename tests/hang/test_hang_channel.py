@@ -140,3 +140,46 @@ def test_seqlock_reader_never_sees_a_torn_slot_from_a_live_writer(tmp_path: Path
     final = chan.read_slot(0)
     assert final is not None and final.state is SlotState.FINISHED
     assert final.ckpt_step == final.ckpt_ack == 299_999
+
+
+REWRITER = """
+import sys
+from supervisor.channel import Channel, Header, SlotWriter
+chan = Channel.open(sys.argv[1])
+w = SlotWriter(chan, 0)
+w.claim(pid=1, phase="train")
+print("claimed", flush=True)
+for i in range(int(sys.argv[2])):
+    w.set_phase("train" if i % 2 else "eval")  # stores a new beat timestamp each time
+    chan.write_header(Header(ckpt_generation=i + 1, ckpt_reason=1, ckpt_deadline_ns=10**12 + i))
+w.finish()
+"""
+
+
+def test_a_live_field_never_reads_as_zero_even_outside_the_seqlock(tmp_path: Path) -> None:
+    # struct.pack_into zero-fills before it writes. Behind the seqlock on x86 nobody sees
+    # that, but a weakly ordered CPU can show a reader the zero: read the raw words here,
+    # with no seqlock at all, and no field may ever be caught at 0.
+    chan = Channel.create(str(tmp_path / "chan"), slots=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REWRITER, chan.path, "100000"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "claimed\n"
+    words = chan.words
+    beat, phase = (HEADER_SIZE + 24) // 8, (HEADER_SIZE + 48) // 8
+    deadline = 40 // 8
+    zeros, reads = 0, 0
+    try:
+        while proc.poll() is None:
+            reads += 1
+            zeros += words[beat] == 0
+            zeros += words[phase] == 0
+            zeros += words[deadline] == 0 and words[3] != 0  # once the first header is out
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert reads > 1000  # the reader really raced the writer
+    assert zeros == 0

@@ -71,6 +71,7 @@ def test_a_slow_but_steady_run_is_never_called_a_hang(supervise) -> None:
 
 
 def test_log_silence_fallback_for_an_uninstrumented_program(supervise) -> None:
+    # a real uninstrumented child that goes silent: the log silence under test
     code = "import time\nprint('hello', flush=True)\ntime.sleep(600)"
     result = supervise("--log-silence-timeout", "1.5", "--", sys.executable, "-c", code, timeout=60)
     assert result.returncode == HANG, result.stderr.decode()[-2000:]

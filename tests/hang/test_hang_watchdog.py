@@ -1,190 +1,204 @@
-"""The hang watchdog against real trainer processes on a real channel, plus pure cases."""
+"""The hang and log-silence watchers, driven by hand-built samples on a fake clock.
+
+No threads and no sleeps: a sample is what the sampler would have read at `clock` time,
+and a rank's beat is placed on the same clock. The sampler thread and real trainer
+processes are tested in test_sampler.py and end to end in test_hang_supervised.py.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import os
+from collections.abc import Iterable
 
-import pytest
-
-from supervisor.channel import Channel, Slot, SlotState
-from supervisor.core.events import Found, Urgency
+from supervisor.channel import Slot, SlotState
+from supervisor.core.clock import FakeClock
+from supervisor.core.events import Finding, Urgency
 from supervisor.core.exitcodes import ExitCode
 from supervisor.hang.calibration import Calibration, Knobs
 from supervisor.hang.options import HangOptions
-from supervisor.hang.watchdog import HangWatchdog, LogSilenceWatchdog, find_stalls, pid_alive
+from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher, find_stalls, pid_alive
+from supervisor.watch.sample import Sample, step_intervals
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.events: list[Found] = []
-        self.arrived = threading.Event()
-
-    def __call__(self, event) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-
-def wait_for_line(proc, text: str = "stepped", timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if text in line:
-            return
-    raise AssertionError(f"the trainer never printed {text!r}")
+def slot(
+    rank: int,
+    beat_s: float,
+    state: SlotState = SlotState.RUNNING,
+    step: int = 5,
+    phase: str = "",
+    pid: int | None = None,
+) -> Slot:
+    pid = 100 + rank if pid is None else pid
+    return Slot(rank, pid, state, step, int(beat_s * 1e9), -1, 0, phase)
 
 
-def watch(channel: Channel, options: HangOptions, **kw) -> tuple[HangWatchdog, Inbox]:
-    inbox = Inbox()
-    dog = HangWatchdog(channel, options, **kw)
-    dog.start(inbox, time.monotonic)
-    return dog, inbox
+class Ranks:
+    """Builds the samples the sampler would: slots read at the clock's time, with intervals."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self._last: dict[int, Slot] = {}
+
+    def sample(self, slots: Iterable[Slot]) -> Sample:
+        slots = tuple(slots)
+        self._last, intervals = step_intervals(self._last, slots)
+        return Sample(slots, self.clock.monotonic(), intervals)
 
 
-FAST = dict(poll_interval=0.05)
+def alive(pid: int) -> bool:
+    return True
 
 
-def test_a_stalled_rank_is_reported_naming_rank_step_and_phase(channel, spawn) -> None:
-    steady = spawn("1000", "0.02", "finish", rank=0)
-    stalled = spawn("5", "0.02", "stall", "train", rank=1)
-    wait_for_line(stalled)
-    dog, inbox = watch(channel, HangOptions(hang_timeout=1.0, init_timeout=30, **FAST))
-    try:
-        assert inbox.arrived.wait(10), "no hang reported"
-        started = time.monotonic()
-    finally:
-        dog.stop()
-    (event,) = inbox.events
-    finding = event.finding
+def test_a_stalled_rank_is_reported_naming_rank_step_and_phase_then_done() -> None:
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(hang_timeout=1.0, init_timeout=30), alive=alive)
+    t0 = clock.monotonic()
+    assert watcher.observe(ranks.sample([slot(0, t0), slot(1, t0, step=4, phase="train")])) == []
+    clock.advance(0.9)
+    steady = slot(0, clock.monotonic(), step=6)
+    assert watcher.observe(ranks.sample([steady, slot(1, t0, step=4, phase="train")])) == []
+    clock.advance(0.6)  # rank 1: 1.5 s since its beat; rank 0: 0.6 s
+    seen = watcher.observe(ranks.sample([steady, slot(1, t0, step=4, phase="train")]))
+    (finding,) = seen
+    assert isinstance(finding, Finding)
     assert (finding.source, finding.kind) == ("hang", "heartbeat_stall")
     assert finding.exit_code is ExitCode.HANG and finding.urgency is Urgency.STOP
     detail = dict(finding.detail)
-    assert (detail["rank"], detail["pid"], detail["step"], detail["phase"]) == (
-        1,
-        stalled.pid,
-        4,
-        "train",
-    )
+    assert (detail["rank"], detail["pid"], detail["step"], detail["phase"]) == (1, 101, 4, "train")
     assert detail["first"] == 1 and detail["timeout_from"] == "explicit"
-    assert 1.0 < detail["stalled_for_s"] < 3.0
+    assert detail["stalled_for_s"] == 1.5 and detail["timeout_s"] == 1.0
     assert [r["rank"] for r in detail["ranks"]] == [0, 1]
+    assert [s["rank"] for s in detail["stalled"]] == [1]
     assert "rank 1" in finding.summary and "step 4" in finding.summary
-    assert steady.poll() is None  # the healthy rank was left alone
-    assert time.monotonic() - started < 1.0  # reported once, then quiet
-    assert len(inbox.events) == 1
+    assert watcher.done  # reported once: the sampler stops feeding it
 
 
-def test_hang_before_the_first_step_uses_the_init_timeout(channel, spawn) -> None:
-    proc = spawn("0", "0", "stall")
-    wait_for_line(proc)
-    dog, inbox = watch(channel, HangOptions(hang_timeout=0.2, init_timeout=1.5, **FAST))
-    try:
-        assert not inbox.arrived.wait(1.0), "judged by the steady timeout before any step"
-        assert inbox.arrived.wait(5)
-    finally:
-        dog.stop()
-    detail = dict(inbox.events[0].finding.detail)
-    assert detail["timeout_from"] == "init" and detail["step"] == -1
-    assert "before its first step" in inbox.events[0].finding.summary
+def test_hang_before_the_first_step_uses_the_init_timeout() -> None:
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(hang_timeout=0.2, init_timeout=1.5), alive=alive)
+    claimed = slot(0, clock.monotonic(), step=-1)
+    clock.advance(1.0)  # far past the steady timeout, inside the init timeout
+    assert watcher.observe(ranks.sample([claimed])) == []
+    clock.advance(0.6)
+    (finding,) = watcher.observe(ranks.sample([claimed]))
+    assert finding.detail["timeout_from"] == "init" and finding.detail["step"] == -1
+    assert "before its first step" in finding.summary
 
 
-def test_finished_and_never_started_ranks_are_not_hangs(channel, spawn) -> None:
-    done = spawn("3", "0.01", "finish", rank=0)  # alive, silent, finished
-    exited = spawn("3", "0.01", "exit", rank=1)  # gone, marked finished at exit
-    wait_for_line(done)
-    assert exited.wait(10) == 0
-    # ranks 2..7 never attached at all
-    dog, inbox = watch(channel, HangOptions(hang_timeout=0.3, init_timeout=0.3, **FAST))
-    try:
-        assert not inbox.arrived.wait(1.5)
-    finally:
-        dog.stop()
-    states = {s.rank: s.state for s in channel.read_slots()}
-    assert states == {0: SlotState.FINISHED, 1: SlotState.FINISHED}
+def test_finished_and_never_started_ranks_are_not_hangs() -> None:
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(hang_timeout=0.3, init_timeout=0.3), alive=alive)
+    # rank 0 finished long ago; ranks 1.. never attached, so the sampler never sees them
+    done = slot(0, clock.monotonic(), state=SlotState.FINISHED)
+    for _ in range(5):
+        clock.advance(10)
+        assert watcher.observe(ranks.sample([done])) == []
+    assert watcher.observe(ranks.sample([])) == []
+    assert not watcher.done
 
 
-def test_a_dead_rank_is_left_to_the_exit_status(channel, spawn) -> None:
-    proc = spawn("3", "0.01", "crash")
-    assert proc.wait(10) == 3
-    dog, inbox = watch(channel, HangOptions(hang_timeout=0.2, init_timeout=0.2, **FAST))
-    try:
-        assert not inbox.arrived.wait(1.0)
-    finally:
-        dog.stop()
-    assert channel.read_slot(0).state is SlotState.RUNNING  # type: ignore[union-attr]
+def test_a_dead_rank_is_left_to_the_exit_status() -> None:
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    dead = slot(0, clock.monotonic(), pid=4242)
+    watcher = HangWatcher(
+        HangOptions(hang_timeout=0.2, init_timeout=0.2), alive=lambda pid: pid != 4242
+    )
+    clock.advance(60)
+    assert watcher.observe(ranks.sample([dead])) == []
+    alive_twin = slot(1, dead.beat_ns / 1e9)  # the same silence from a live process is a hang
+    (finding,) = watcher.observe(ranks.sample([dead, alive_twin]))
+    assert finding.detail["rank"] == 1 and len(finding.detail["stalled"]) == 1
 
 
-@pytest.mark.slow
-def test_slow_but_steady_progress_is_never_a_hang(channel, spawn) -> None:
-    # Steps every 0.4 s against a 1 s timeout: each gap is well inside, for 4 s in all.
-    proc = spawn("10", "0.4", "exit")
-    dog, inbox = watch(channel, HangOptions(hang_timeout=1.0, init_timeout=2.0, **FAST))
-    try:
-        assert proc.wait(20) == 0
-        assert not inbox.arrived.wait(0.5)
-    finally:
-        dog.stop()
-    assert inbox.events == []
+def test_slow_but_steady_progress_is_never_a_hang() -> None:
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(hang_timeout=1.0, init_timeout=2.0), alive=alive)
+    beat, step = clock.monotonic(), 0
+    for tick in range(200):  # 0.1 s ticks, a step every 0.9 s: each gap inside the timeout
+        clock.advance(0.1)
+        if tick % 9 == 8:
+            beat, step = clock.monotonic(), step + 1
+        assert watcher.observe(ranks.sample([slot(0, beat, step=step)])) == []
+    assert step == 22
 
 
-def test_calibration_learns_seconds_per_step_from_a_real_rank(channel, spawn) -> None:
+def test_calibration_learns_seconds_per_step_and_then_judges_by_it() -> None:
     knobs = Knobs(min_samples=4, floor=0.5, factor=5.0)
-    proc = spawn("12", "0.1", "finish")
-    dog, inbox = watch(channel, HangOptions(init_timeout=30, calibration=knobs, **FAST))
-    try:
-        wait_for_line(proc)
-        time.sleep(0.2)
-    finally:
-        dog.stop()
-    cal = dog.calibration
-    assert len(cal.intervals) >= 4
-    assert all(0.05 < x < 0.5 for x in cal.intervals), cal.intervals
-    timeout = dog.calibrated_timeout()
-    assert timeout is not None and 0.5 <= timeout < 2.5
-    assert inbox.events == []
+    clock = FakeClock()
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(init_timeout=30, calibration=knobs), alive=alive)
+    assert watcher.calibrated_timeout() is None
+    for step in range(8):  # two steps per 0.1 s tick: 0.05 s per step
+        clock.advance(0.1)
+        watcher.observe(ranks.sample([slot(0, clock.monotonic(), step=2 * step)]))
+    assert len(watcher.calibration.intervals) == 7  # the first read has nothing before it
+    assert all(abs(x - 0.05) < 1e-9 for x in watcher.calibration.intervals)
+    assert watcher.calibrated_timeout() == 0.5  # 5 x 0.05 = 0.25, raised to the floor
+    last = slot(0, clock.monotonic(), step=14)
+    clock.advance(0.4)
+    assert watcher.observe(ranks.sample([last])) == []
+    clock.advance(0.2)
+    (finding,) = watcher.observe(ranks.sample([last]))
+    assert finding.detail["timeout_from"] == "calibrated" and finding.detail["timeout_s"] == 0.5
 
 
-def test_a_calibrated_timeout_detects_a_stall(channel, spawn) -> None:
+def test_a_calibration_from_a_previous_run_is_used_at_once() -> None:
     knobs = Knobs(min_samples=3, floor=0.5)
     prior = Calibration((0.1, 0.1, 0.1))  # as loaded from a previous run: 5 x 0.1 -> floor
-    proc = spawn("4", "0.05", "stall")
-    wait_for_line(proc)
-    dog, inbox = watch(
-        channel, HangOptions(init_timeout=60, calibration=knobs, **FAST), calibration=prior
+    clock = FakeClock()
+    watcher = HangWatcher(
+        HangOptions(init_timeout=60, calibration=knobs), calibration=prior, alive=alive
     )
-    try:
-        assert inbox.arrived.wait(5)
-    finally:
-        dog.stop()
-    detail = dict(inbox.events[0].finding.detail)
-    assert detail["timeout_from"] == "calibrated" and detail["timeout_s"] == 0.5
+    stepped = slot(0, clock.monotonic(), step=3)
+    clock.advance(0.7)
+    (finding,) = watcher.observe(Ranks(clock).sample([stepped]))
+    assert finding.detail["timeout_from"] == "calibrated" and finding.detail["timeout_s"] == 0.5
 
 
-def test_a_stack_collector_adds_evidence_and_can_name_the_suspect(channel, spawn) -> None:
-    a = spawn("3", "0.01", "stall", rank=0)
-    b = spawn("3", "0.01", "stall", rank=1)
-    wait_for_line(a)
-    wait_for_line(b)
-    time.sleep(0.6)  # both past the timeout before the first poll
+def test_non_steady_phases_and_restarts_do_not_feed_the_calibration() -> None:
+    clock = FakeClock(start=1.0)
+    ranks = Ranks(clock)
+    watcher = HangWatcher(HangOptions(init_timeout=30), alive=alive)
+    reads = [
+        slot(0, 1.0, step=-1),  # claimed
+        slot(0, 2.0, step=0),  # the first step includes start-up
+        slot(0, 3.0, step=1),  # 1 s per step: counted
+        slot(0, 4.0, step=2, phase="eval"),  # the phase changed
+        slot(0, 5.0, step=3, phase="eval"),  # not a steady phase
+        slot(0, 6.0, step=4, pid=999),  # a new process in the slot
+        slot(0, 6.5, step=5, pid=999),  # 0.5 s per step: counted
+        slot(0, 7.0, step=6, pid=999, state=SlotState.FINISHED),  # done
+    ]
+    for read in reads:
+        clock.advance(read.beat_ns / 1e9 - clock.monotonic())  # read as soon as it beat
+        assert watcher.observe(ranks.sample([read])) == []
+    assert watcher.calibration.intervals == (1.0, 0.5)
+
+
+def test_a_stack_collector_adds_evidence_and_can_name_the_suspect() -> None:
+    clock = FakeClock()
     calls = []
 
     def collect(pids, stalled):
         calls.append((dict(pids), sorted(stalled)))
         return {"stacks": {"0": "...", "1": "..."}, "suspects": [1]}
 
-    dog, inbox = watch(channel, HangOptions(hang_timeout=0.5, **FAST), collect_stacks=collect)
-    try:
-        assert inbox.arrived.wait(5)
-    finally:
-        dog.stop()
-    assert calls == [({0: a.pid, 1: b.pid}, [0, 1])]
-    detail = dict(inbox.events[0].finding.detail)
-    assert detail["rank"] == 1 and detail["named_by"] == "stacks"
+    watcher = HangWatcher(HangOptions(hang_timeout=0.5), collect_stacks=collect, alive=alive)
+    t0 = clock.monotonic()
+    clock.advance(0.6)  # both past the timeout; rank 0 stalled first
+    sample = Ranks(clock).sample(
+        [slot(0, t0), slot(1, t0 + 0.05), slot(2, t0, state=SlotState.FINISHED)]
+    )
+    (finding,) = watcher.observe(sample)
+    assert calls == [({0: 100, 1: 101}, [0, 1])]  # running ranks only
+    detail = dict(finding.detail)
+    assert detail["rank"] == 1 and detail["named_by"] == "stacks" and detail["first"] == 0
     assert detail["stacks"] == {"0": "...", "1": "..."}
-
-
-def slot(rank: int, beat_s: float, state=SlotState.RUNNING, step: int = 5, phase: str = "") -> Slot:
-    return Slot(rank, 100 + rank, state, step, int(beat_s * 1e9), -1, 0, phase)
 
 
 def test_find_stalls_orders_by_oldest_beat_and_respects_phases() -> None:
@@ -203,38 +217,25 @@ def test_find_stalls_orders_by_oldest_beat_and_respects_phases() -> None:
 
 
 def test_pid_alive() -> None:
-    import os
-
     assert pid_alive(os.getpid())
     assert not pid_alive(0)
     assert not pid_alive(2**22 + 12345)
 
 
 def test_log_silence_fires_once_after_the_timeout() -> None:
-    last = [time.monotonic()]
-    inbox = Inbox()
-    dog = LogSilenceWatchdog(lambda: last[0], timeout=0.5, poll=0.05)
-    dog.start(inbox, time.monotonic)
-    try:
-        for _ in range(8):  # output keeps arriving: no finding
-            time.sleep(0.1)
-            last[0] = time.monotonic()
-        assert inbox.events == []
-        assert inbox.arrived.wait(3)
-        time.sleep(0.3)
-    finally:
-        dog.stop()
-    (event,) = inbox.events
-    assert event.finding.kind == "log_silence" and event.finding.exit_code is ExitCode.HANG
-    assert event.finding.detail["silent_for_s"] > 0.5
-
-
-def test_a_broken_channel_is_reported_not_swallowed(tmp_path) -> None:
-    chan = Channel.create(str(tmp_path / "chan"), slots=1)
-    chan.close()  # reading a closed mapping raises inside the thread
-    dog, inbox = watch(chan, HangOptions(**FAST))
-    try:
-        assert inbox.arrived.wait(3)
-    finally:
-        dog.stop()
-    assert inbox.events[0].finding.kind == "watchdog_error"
+    clock = FakeClock()
+    last = [clock.monotonic()]
+    watcher = LogSilenceWatcher(lambda: last[0], timeout=0.5)
+    ranks = Ranks(clock)
+    for _ in range(8):  # output keeps arriving: no finding
+        clock.advance(0.4)
+        assert watcher.observe(ranks.sample([])) == []
+        last[0] = clock.monotonic()
+    clock.advance(0.45)
+    assert watcher.observe(ranks.sample([])) == []
+    clock.advance(0.1)
+    (finding,) = watcher.observe(ranks.sample([]))
+    assert finding.kind == "log_silence" and finding.exit_code is ExitCode.HANG
+    assert finding.urgency is Urgency.STOP
+    assert finding.detail == {"silent_for_s": 0.55, "timeout_s": 0.5}
+    assert watcher.done

@@ -18,7 +18,7 @@ import supervisor.client as client
 
 def stall_here() -> None:  # a recognisable frame name for the stack tests
     print("stepped", flush=True)  # from in here, so a reader that saw it finds this frame
-    time.sleep(600)
+    time.sleep(600)  # real process: the stall under test (killed by the test or supervise)
 
 
 def main() -> None:
@@ -28,14 +28,14 @@ def main() -> None:
     ctx = sup.phase(phase) if phase else contextlib.nullcontext()
     with ctx:
         for i in range(steps):
-            time.sleep(interval)
+            time.sleep(interval)  # real process: the step time under test
             sup.step(i)
         if then == "stall":
             stall_here()
         print("stepped", flush=True)
         if then == "finish":
             sup.finish()
-            time.sleep(600)
+            time.sleep(600)  # real process: finished and silent, yet alive
         elif then == "crash":
             os._exit(3)
 

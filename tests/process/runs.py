@@ -56,6 +56,20 @@ def events(tmp: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (tmp / f"{name}.events").read_text().splitlines()]
 
 
+def wait_for_event(tmp: Path, name: str, event: str, timeout: float = 30) -> dict:
+    """The first `event` record in the run's event log, once supervise has written it."""
+    path = tmp / f"{name}.events"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                if record.get("event") == event:
+                    return record
+        time.sleep(0.02)  # a real process writes the log: poll it, bounded by `timeout`
+    raise AssertionError(f"no {event!r} event in {path} within {timeout} s")
+
+
 def termination(tmp: Path, name: str) -> dict:
     return json.loads((tmp / f"{name}.term").read_text())
 

@@ -25,6 +25,7 @@ from tests.process.runs import (
     supervised,
     termination,
     two_nodes,
+    wait_for_event,
     wait_for_line,
 )
 
@@ -155,7 +156,7 @@ def test_a_trainer_that_never_checkpoints_is_stopped_at_the_deadline(tmp_path):
         command=[sys.executable, "-c", NEVER_CHECKS],
     )
     wait_for_line(proc, b"ready")
-    time.sleep(0.5)  # let the handshake watcher see the rank attach
+    wait_for_event(tmp_path, "run", "trainer_attached")  # the handshake watcher saw the rank
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert finish(proc) == 85

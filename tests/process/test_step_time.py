@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# About 6 s of quick steps build the baseline (the watchdog samples 4 times a second),
+# About 6 s of quick steps build the baseline (the sampler reads the channel 10 times a second),
 # then each step takes 4x as long for about 8 s.
 SLOWS_DOWN = """
 import time, supervisor

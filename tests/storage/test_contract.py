@@ -282,6 +282,6 @@ def test_async_wait_can_time_out_and_try_again(tmp_path) -> None:
 
 
 def test_reasons_match_what_supervise_can_request() -> None:
-    from supervisor.channel import CHECKPOINT_REASONS
+    from supervisor.child_contract import CHECKPOINT_REASONS
 
     assert set(layout.REASONS) == set(CHECKPOINT_REASONS)
