@@ -28,6 +28,8 @@ from supervisor.core.options import (
 from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
+from supervisor.run.gang import DEFAULT_FREE_EXITS, DEFAULT_PEER_WAIT, GangOptions
+from supervisor.run.gang import DEFAULT_POLL_INTERVAL as DEFAULT_GANG_POLL_INTERVAL
 from supervisor.watch import steptime
 
 EPILOG = (
@@ -199,6 +201,36 @@ FLAGS = (
         "Rendezvous port (with --nproc-per-node).",
         shown="derived, else 29500",
     ),
+    # The gang: other pods of the same run, through the run ledger.
+    Flag(
+        "ledger-dir",
+        str | None,
+        None,
+        "The run ledger: every pod's attempts and verdicts, which peers read to count one "
+        "incident once across the gang (any fsspec URL every pod shares).",
+        shown="<checkpoint-dir>/_ledger",
+    ),
+    Flag(
+        "peer-wait",
+        float,
+        DEFAULT_PEER_WAIT,
+        "Seconds a pod that saw only a symptom (a lost peer, a hung collective) looks in the "
+        "ledger for the peer's verdict that explains it, before it keeps its own class.",
+    ),
+    Flag(
+        "gang-poll-interval",
+        float,
+        DEFAULT_GANG_POLL_INTERVAL,
+        "Seconds between two reads of the peers' verdicts while training runs; a peer's "
+        "cause stops this pod with PEER_LEFT (87) without waiting for NCCL or gloo.",
+    ),
+    Flag(
+        "node-free-exits",
+        int,
+        DEFAULT_FREE_EXITS,
+        "Device verdicts (82, 83) one node may have in a run; the next one on that node "
+        "exits INFRA_FAILED (counted), so a Job cannot loop forever on a bad node.",
+    ),
     # GPUs.
     Flag(
         "preflight",
@@ -265,6 +297,12 @@ def run_command(**given: Any) -> None:
         launch=launch,
         checkpoint_dir=args.checkpoint_dir,
         pace=pace,
+        ledger=args.ledger_dir,
+        gang=GangOptions(
+            peer_wait=args.peer_wait,
+            poll_interval=args.gang_poll_interval,
+            free_exits=args.node_free_exits,
+        ),
     )
     raise typer.Exit(code.code)
 

@@ -47,6 +47,17 @@ class Respawn:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """A finding or a signal stopped the run and settled its class before the child is
+    stopped: the gang hears it now (a cause's verdict goes to the run ledger), not at exit.
+    """
+
+    code: ExitCode
+    reason: str
+    evidence: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
 class Exit:
     """End the run: drain output, then emit the verdict and exit with `code`."""
 
@@ -55,4 +66,4 @@ class Exit:
     evidence: tuple[Finding, ...]
 
 
-Action = SignalChild | KillTree | RequestCheckpoint | Respawn | Output | Exit
+Action = SignalChild | KillTree | RequestCheckpoint | Respawn | Output | Decided | Exit

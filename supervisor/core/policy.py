@@ -32,7 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from supervisor.core import outputs as out
-from supervisor.core.actions import Action, Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
+from supervisor.core.actions import (
+    Action,
+    Decided,
+    Exit,
+    KillTree,
+    RequestCheckpoint,
+    Respawn,
+    SignalChild,
+)
 from supervisor.core.classify import classify
 from supervisor.core.events import (
     FORWARDED_SIGNALS,
@@ -176,19 +184,20 @@ def _committed(config: Config, state: State, event: CheckpointCommitted) -> Resu
         actions += stop
     elif event.for_peer and state.phase is Phase.RUNNING:
         # Another node's pod is leaving and every rank saved with it. This trainer leaves
-        # too; its pod must be replaced with the others (Ignore), not marked Succeeded.
+        # too; its pod must be replaced with the others (PEER_LEFT: Ignore), not marked
+        # Succeeded.
         left = Finding(
             "checkpoint",
             "peer_preempted",
             f"Another rank's pod was told to leave; every rank committed step {event.step} "
             "together and this one stopped with them.",
-            ExitCode.PREEMPTED,
+            ExitCode.PEER_LEFT,
             Urgency.STOP,
             {"step": event.step},
         )
         state = replace(state, findings=(*state.findings, left))
         state, stop = _stop(state, event.at, config.shutdown_timeout, left.summary)
-        actions += stop
+        actions += (_decided(state), *stop)
     return state, actions
 
 
@@ -214,8 +223,14 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
     if state.phase is Phase.RUNNING:
         budget = config.grace_period - config.shutdown_timeout
         if state.attached and budget > 0:  # else the grace is too short to ask for anything
-            return _request_checkpoint(state, event.at, budget, "preempted", f"{name} received")
-        return _stop(state, event.at, config.grace_period, f"{name} received", event.signum)
+            state, ask = _request_checkpoint(
+                state, event.at, budget, "preempted", f"{name} received"
+            )
+        else:
+            state, ask = _stop(
+                state, event.at, config.grace_period, f"{name} received", event.signum
+            )
+        return state, (_decided(state), *ask)
     if state.phase is Phase.CHECKPOINTING:  # keep saving, but within the kubelet's budget
         deadline = min(state.deadline or event.at, state.stop_by - config.shutdown_timeout)
         return replace(state, deadline=deadline), (out.SignalReceived(signal=name),)
@@ -254,9 +269,11 @@ def _found(config: Config, state: State, event: Found) -> Result:
             return state, actions + more
     if state.phase is Phase.BACKOFF and finding.urgency is Urgency.STOP:
         return _finish(state, None)
+    if finding.exit_code is ExitCode.PEER_LEFT and state.phase is Phase.CHECKPOINTING:
+        return state, actions  # the checkpoint under way ends this run within its deadline
     if finding.urgency is Urgency.STOP and state.phase in (Phase.RUNNING, Phase.CHECKPOINTING):
         state, stop = _stop(state, event.at, config.failure_grace, finding.summary)
-        return state, actions + stop
+        return state, (*actions, _decided(state), *stop)
     if finding.urgency is Urgency.CHECKPOINT and state.phase is Phase.RUNNING:
         if state.attached:
             state, ask = _request_checkpoint(
@@ -264,7 +281,7 @@ def _found(config: Config, state: State, event: Found) -> Result:
             )
         else:  # the trainer cannot be asked; a SIGTERM is how most trainers checkpoint
             state, ask = _stop(state, event.at, config.grace_period, finding.summary)
-        return state, actions + ask
+        return state, (*actions, _decided(state), *ask)
     return state, actions
 
 
@@ -309,6 +326,12 @@ def _exited(config: Config, state: State, event: ChildExited) -> Result:
         )
         return backoff, (KillTree(), said)
     return _finish(state, (code, reason))
+
+
+def _decided(state: State) -> Decided:
+    """The class the findings so far settle on, now that one of them stops the run."""
+    code, reason = classify(ChildStatus(exit_status=0), state.findings)
+    return Decided(code, reason, state.findings)
 
 
 def _finish(state: State, verdict: tuple[ExitCode, str] | None) -> Result:

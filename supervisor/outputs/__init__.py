@@ -6,7 +6,7 @@ outputs (`supervisor.core.outputs`) and call `Outputs.emit`. Each sink takes wha
 - `eventlog.EventLog`: every output, as one JSON line (stderr or `--event-log`);
 - `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message.
 
-A new sink (metrics, the run ledger) is one module with a `write` and a `close`, added in
+A new sink (metrics, say) is one module with a `write` and a `close`, added in
 `open_outputs`; no producer changes.
 
 Guarantees: `emit` may be called from any thread and never raises for a sink's failure. A

@@ -1,2 +1,9 @@
-"""The run: `session` assembles a run's edges from its options; `loop` owns the threads,
-feeds events to the policy and executes its actions."""
+"""The run, assembled once and then executed.
+
+- `supervise`: `supervise()`, the run as a table of contents.
+- `plan`: the frozen `Plan`: argv, environment, paths and policy, decided before anything
+  starts.
+- `session`: the plan's resources (channel, watchdogs, calibration), the loop's `Edges`.
+- `loop`: the one thread that decides: signals and events in, the policy's actions out.
+- `gang`: this pod's side of the run ledger: its records, and the peers' verdicts it reads.
+"""

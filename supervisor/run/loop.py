@@ -26,6 +26,7 @@ from supervisor.core import outputs as out
 from supervisor.core import policy
 from supervisor.core.actions import (
     Action,
+    Decided,
     Exit,
     KillTree,
     RequestCheckpoint,
@@ -77,6 +78,12 @@ class Edges(Protocol):
 
     def exit_findings(self) -> Sequence[Finding]:
         """Evidence only readable once the child is gone, weighed before its exit."""
+
+    def decided(self, verdict: Exit) -> None:
+        """A finding or signal settled the class and the child is about to be stopped."""
+
+    def settle(self, verdict: Exit) -> Exit:
+        """The verdict to exit with, once the gang has been heard (PEER_LEFT, a bound)."""
 
     def close(self, code: ExitCode, outputs: Outputs) -> None:
         """After the tree is gone, before the verdict is emitted."""
@@ -283,6 +290,8 @@ class Supervisor:
                     self.outputs.emit(out.TreeKilled(processes=killed))
             case RequestCheckpoint():
                 self.edges.request_checkpoint(action)
+            case Decided(code=code, reason=reason, evidence=evidence):
+                self.edges.decided(Exit(code, reason, evidence))
             case Respawn(attempt=attempt):
                 self._relaunch = attempt
             case Exit():
@@ -296,6 +305,7 @@ class Supervisor:
         children.kill_tree()
         children.reap()
         self._retire_attempt()  # already done if the child exited; not after a spawn failure
+        verdict = self.edges.settle(verdict)
         self.edges.close(verdict.code, self.outputs)
         self.outputs.emit(
             out.Exited(

@@ -19,10 +19,12 @@ from supervisor.child_contract import ENV_CHANNEL, ENV_CHECKPOINT_DIR, ENV_STACK
 from supervisor.core import policy
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
+from supervisor.gang.records import LEDGER_PREFIX
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang import stacks
 from supervisor.hang.options import HangOptions
-from supervisor.k8s.launch import LaunchOverrides, torchrun_command
+from supervisor.k8s.launch import LaunchOverrides, derive_topology, torchrun_command
+from supervisor.run.gang import GangOptions, Identity
 from supervisor.watch import steptime
 
 ENV_RUN_DIR = "SUPERVISE_RUN_DIR"
@@ -54,6 +56,9 @@ class Plan:
     checkpoint_dir: str | None = None  # the run's checkpoints (any fsspec URL)
     calibration_path: str | None = None  # where the hang calibration persists (local dirs)
     error_file: str | None = None  # torchrun's root-cause error file, when launching it
+    ledger: str | None = None  # the run ledger's URL; None: peer attribution is off
+    identity: Identity | None = None  # this pod, as the ledger names it
+    gang: GangOptions = field(default_factory=GangOptions)
 
 
 def build_plan(
@@ -66,6 +71,8 @@ def build_plan(
     launch: Launch | None = None,
     checkpoint_dir: str | None = None,
     pace: steptime.Config | None = None,
+    ledger: str | None = None,
+    gang: GangOptions | None = None,
 ) -> Plan:
     """The plan for `options.command` in `run_dir`. Raises `ConfigError`."""
     channel_path = os.path.join(run_dir, "channel")
@@ -79,7 +86,10 @@ def build_plan(
     if checkpoint_dir:  # the trainer's CheckpointStore() finds it there
         env[ENV_CHECKPOINT_DIR] = checkpoint_dir
     command, error_file = options.command, None
+    node_rank = nnodes = None
     if launch is not None:
+        topology = derive_topology(environ, launch.overrides)
+        node_rank, nnodes = topology.node_rank, topology.nnodes
         error_file = os.path.join(run_dir, "torchrun-error.json")
         argv, additions = torchrun_command(
             launch.nproc_per_node,
@@ -106,6 +116,9 @@ def build_plan(
         checkpoint_dir=checkpoint_dir or None,
         calibration_path=os.path.join(state_dir, CALIBRATION_FILE) if state_dir else None,
         error_file=error_file,
+        ledger=ledger_url(ledger, checkpoint_dir),
+        identity=Identity.from_env(environ, node_rank, nnodes),
+        gang=gang or GangOptions(),
     )
 
 
@@ -122,6 +135,15 @@ def policy_config(options: Options) -> policy.Config:
         max_restarts=options.max_restarts,
         restart_on=frozenset(restart_on),
     )
+
+
+def ledger_url(ledger: str | None, checkpoint_dir: str | None) -> str | None:
+    """`--ledger-dir` when given, else the reserved prefix of the checkpoint URL."""
+    if ledger:
+        return ledger
+    if not checkpoint_dir:
+        return None
+    return f"{checkpoint_dir.rstrip('/')}/{LEDGER_PREFIX}"
 
 
 def local_dir(url: str | None) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from supervisor.channel import Channel
 from supervisor.child_contract import ENV_RESTART_COUNT, ENV_RESUME_STEP
 from supervisor.core import outputs as out
-from supervisor.core.actions import RequestCheckpoint
+from supervisor.core.actions import Exit, RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
 from supervisor.core.errors import SuperviseError
 from supervisor.core.events import Finding, Watchdog
@@ -38,6 +38,7 @@ from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
+from supervisor.run.gang import Member, facts
 from supervisor.run.plan import Plan
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
 from supervisor.watch.sample import Watcher
@@ -66,13 +67,16 @@ class Session:
         gpu_watchdog: Watchdog | None,
         resume: Callable[[], int | None] | None,
         notes: Sequence[str] = (),
+        member: Member | None = None,
     ) -> None:
         self.plan = plan
         self.channel = channel
         self.activity = activity
         self.watchdogs: tuple[Watchdog, ...] = (gpu_watchdog,) if gpu_watchdog else ()
+        self.member = member
         self._resume = resume
         self._notes = list(notes)
+        self._outputs: Outputs | None = None
         calibration = None
         if plan.calibration_path is not None:
             calibration, note = load_calibration(plan.calibration_path, plan.hang.calibration)
@@ -97,6 +101,7 @@ class Session:
         gpu_watchdog: Watchdog | None = None,
         resume: Callable[[], int | None] | None = None,
         notes: Sequence[str] = (),
+        member: Member | None = None,
     ) -> Session:
         """Create the channel and the stacks directory inside `plan.run_dir`.
 
@@ -107,7 +112,13 @@ class Session:
         channel = Channel.create(plan.channel_path)
         try:
             return cls(
-                plan, channel, activity, gpu_watchdog=gpu_watchdog, resume=resume, notes=notes
+                plan,
+                channel,
+                activity,
+                gpu_watchdog=gpu_watchdog,
+                resume=resume,
+                notes=notes,
+                member=member,
             )
         except BaseException:
             channel.close()
@@ -117,8 +128,16 @@ class Session:
 
     def start(self, outputs: Outputs) -> None:
         """Say, once the outputs are open, what the session had to work around."""
+        self._outputs = outputs
         for note in self._notes:
             outputs.emit(out.Note(message=note))
+
+    def say(self, note: str) -> None:
+        """A note from any thread, once the outputs are open (kept until then)."""
+        if self._outputs is None:
+            self._notes.append(note)
+        else:
+            self._outputs.emit(out.Note(message=note))
 
     def attempt_env(self, attempt: int) -> dict[str, str]:
         """What attempt `attempt` (0 first) adds to the environment: the plan's variables,
@@ -133,6 +152,8 @@ class Session:
                 self.resume_step = self._resume()
         step = self.resume_step
         publish_attempt(self.channel, step, attempt)
+        if self.member is not None:
+            self.member.begin(attempt + 1, step)
         env = {**self.plan.env, ENV_RESTART_COUNT: str(attempt)}
         if step is not None:
             env[ENV_RESUME_STEP] = str(step)
@@ -147,7 +168,10 @@ class Session:
         if plan.hang.log_silence_timeout is not None:
             timeout = plan.hang.log_silence_timeout
             watchers.append(LogSilenceWatcher(lambda: self.activity.last_output, timeout))
-        return [Sampler(self.channel, watchers)]
+        watchdogs: list[Watchdog] = [Sampler(self.channel, watchers)]
+        if self.member is not None and self.member.identity.multi_node:
+            watchdogs.append(self.member.watchdog(plan.options.grace_period))
+        return watchdogs
 
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         publish_request(self.channel, request)
@@ -171,6 +195,17 @@ class Session:
                 error.message, error.as_evidence(), DEFAULT_MATCHER.match(first_line)
             )
         ]
+
+    def decided(self, verdict: Exit) -> None:
+        """A cause stopped the run: the gang hears it before the child is stopped."""
+        if self.member is not None:
+            self.member.decided(verdict, facts(self.channel.read_slots()))
+
+    def settle(self, verdict: Exit) -> Exit:
+        """The verdict after the gang was heard (PEER_LEFT, the node's bound); recorded."""
+        if self.member is None:
+            return verdict
+        return self.member.settle(verdict, facts(self.channel.read_slots()))
 
     def close(self, code: ExitCode, outputs: Outputs) -> None:
         """Persist the calibration, release the channel, tidy the run directory."""

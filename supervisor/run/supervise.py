@@ -1,8 +1,10 @@
 """`supervise()`: one supervised run, start to verdict, as a table of contents.
 
 1. Open the outputs (event log, termination message): everything after this is said there.
-2. With `--preflight`, check the GPUs once; a bad one is the verdict, nothing starts.
-3. Build the plan (what to spawn, with what environment) in a fresh run directory.
+2. Build the plan (what to spawn, with what environment) in a fresh run directory, and join
+   the gang through the run ledger, where there is one.
+3. With `--preflight`, check the GPUs (and the node's history in the ledger) once; a bad
+   one is the verdict, nothing starts.
 4. Open the session (channel, watchdogs, calibration, the step to resume from).
 5. Run the loop until it has a verdict, and return the class.
 
@@ -21,6 +23,7 @@ import sys
 import time
 
 from supervisor.core import outputs as out
+from supervisor.core.actions import Exit
 from supervisor.core.errors import SuperviseError
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
@@ -28,6 +31,7 @@ from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import HangOptions
 from supervisor.outputs import Outputs, open_outputs
 from supervisor.process.logpump import Activity
+from supervisor.run.gang import GangOptions, Member, VerdictFacts
 from supervisor.run.loop import Supervisor
 from supervisor.run.plan import Launch, Plan, build_plan
 from supervisor.run.session import Session, make_run_dir
@@ -43,66 +47,102 @@ def supervise(
     launch: Launch | None = None,
     checkpoint_dir: str | None = None,
     pace: steptime.Config | None = None,
+    ledger: str | None = None,
+    gang: GangOptions | None = None,
 ) -> ExitCode:
     """Supervise `options.command` and return the class to exit with. Raises nothing for
     failures of the run; they are verdicts."""
     outputs = open_outputs(options.event_log, options.termination_log)
+    run_dir = make_run_dir()
+    started = False
     try:
         notes: list[str] = []  # said as `note` events once the session starts
         try:
+            plan = build_plan(
+                options,
+                hang,
+                gpu,
+                run_dir=run_dir,
+                environ=_environ(),
+                launch=launch,
+                checkpoint_dir=checkpoint_dir,
+                pace=pace,
+                ledger=ledger,
+                gang=gang,
+            )
+            member = _member(plan, notes)
             if preflight:
-                verdict = _preflight(gpu, notes, outputs)
+                verdict = _preflight(plan, member, notes, outputs)
                 if verdict is not None:
                     return verdict
-            run_dir = make_run_dir()
-            try:
-                plan = build_plan(
-                    options,
-                    hang,
-                    gpu,
-                    run_dir=run_dir,
-                    environ=_environ(),
-                    launch=launch,
-                    checkpoint_dir=checkpoint_dir,
-                    pace=pace,
-                )
-                session = _open_session(plan, notes)
-            except BaseException:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                raise
+            session = _open_session(plan, notes, member)
         except SuperviseError as err:
             print(f"supervise: error: {err}", file=sys.stderr)
             outputs.emit(out.refused(err.exit_code, str(err)))
             return err.exit_code
+        started = True
         return Supervisor(plan, session, outputs).run()
     finally:
+        if not started:
+            shutil.rmtree(run_dir, ignore_errors=True)
         outputs.close()
 
 
-def _preflight(gpu: GpuOptions, notes: list[str], outputs: Outputs) -> ExitCode | None:
-    """`--preflight`: the verdict when a GPU is failed or degraded, else None (go on)."""
+def _member(plan: Plan, notes: list[str]) -> Member | None:
+    """This pod's side of the run ledger; None (with a note on a multi-node run) without."""
+    if plan.ledger is None or plan.identity is None:
+        if plan.identity is not None and plan.identity.multi_node:
+            notes.append(
+                "peer attribution is off: without --checkpoint-dir or --ledger-dir there is "
+                "no run ledger, so a pod that stops because its peer left is counted too"
+            )
+        return None
+    from supervisor.storage.ledger import FsLedger
+
+    return Member(FsLedger(plan.ledger), plan.identity, plan.gang, note=notes.append)
+
+
+def _preflight(
+    plan: Plan, member: Member | None, notes: list[str], outputs: Outputs
+) -> ExitCode | None:
+    """`--preflight`: the verdict when a GPU is failed or degraded, or the node has used up
+    its free exits in this run; else None (go on)."""
     from supervisor.gpu.doctor import preflight
 
-    code, findings = preflight(gpu, notes.append)
-    if code is ExitCode.SUCCEEDED:
+    verdict = None
+    refusal = member.history_refusal() if member is not None else None
+    if refusal is not None:
+        verdict = Exit(ExitCode.INFRA_FAILED, refusal.summary, (refusal,))
+    else:
+        code, findings = preflight(plan.gpu, notes.append)
+        if code is not ExitCode.SUCCEEDED:
+            verdict = Exit(code, findings[0].summary, tuple(findings))
+    if verdict is None:
         return None
+    if member is not None:  # the node's history counts a failed preflight too
+        member.begin(1, None)
+        verdict = member.settle(verdict, VerdictFacts({}, None))
     for note in notes:
         outputs.emit(out.Note(message=note))
-    outputs.emit(out.Exited(code, findings[0].summary, tuple(findings)))
-    return code
+    outputs.emit(out.Exited(verdict.code, verdict.reason, verdict.evidence))
+    return verdict.code
 
 
-def _open_session(plan: Plan, notes: list[str]) -> Session:
+def _open_session(plan: Plan, notes: list[str], member: Member | None) -> Session:
     from supervisor.gpu.watchdog import build_gpu_watchdog
 
     gpu_watchdog = build_gpu_watchdog(plan.gpu, notes.append)
-    return Session.open(
+    session = Session.open(
         plan,
         Activity(time.monotonic()),
         gpu_watchdog=gpu_watchdog,
         resume=_resolver(plan.checkpoint_dir),
         notes=notes,
+        member=member,
     )
+    if member is not None:  # from now on its notes reach the event log as they happen
+        member.note = session.say
+    return session
 
 
 def _environ() -> dict[str, str]:

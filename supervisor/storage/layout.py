@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from supervisor.core.errors import CheckpointError
+from supervisor.gang.records import LEDGER_PREFIX  # defined with the ledger's records
 
 FORMAT = "supervise-checkpoint"
 FORMAT_VERSION = 1
@@ -47,8 +48,6 @@ STEP_DIGITS = 12
 # the reason supervise asked with straight through.
 REASONS = ("periodic", "degraded", "preempted", "requested", "final")
 KINDS = ("state", "dcp")
-
-LEDGER_PREFIX = "_ledger"
 
 _STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")
 _STAGING_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})\.tmp-([0-9a-z-]+)$")

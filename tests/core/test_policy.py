@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from supervisor.core import policy
-from supervisor.core.actions import Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
+from supervisor.core.actions import Decided, Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
 from supervisor.core.classify import PRECEDENCE, classify
 from supervisor.core.clock import FakeClock
 from supervisor.core.events import (
@@ -42,7 +42,7 @@ class Run:
         event = make(*args, self.clock.monotonic())
         self.state, actions = policy.step(CONFIG, self.state, event)
         self.actions.extend(actions)
-        return [a for a in actions if not isinstance(a, Output)]
+        return [a for a in actions if not isinstance(a, Output | Decided)]
 
     def started(self) -> Run:
         self.send(ChildStarted, 123)
@@ -323,7 +323,7 @@ def test_restarts_with_backoff_then_exits_with_the_last_class() -> None:
 
     def step(event):
         run.state, actions = policy.step(RESTARTING, run.state, event)
-        return [a for a in actions if not isinstance(a, Output)]
+        return [a for a in actions if not isinstance(a, Output | Decided)]
 
     for attempt in (1, 2):
         step(Found(hang, run.clock.monotonic()))
@@ -365,13 +365,57 @@ def test_a_stop_signal_during_backoff_exits_preempted_at_once() -> None:
     assert isinstance(actions[-1], Exit) and actions[-1].code is ExitCode.PREEMPTED
 
 
-def test_a_commit_made_for_a_peer_stops_this_node_as_preempted() -> None:
+def test_a_commit_made_for_a_peer_stops_this_node_as_peer_left() -> None:
     run = attached()
     actions = run.send(lambda at: CheckpointCommitted(30, 0, at, for_peer=True))
     assert actions == [SignalChild(signal.SIGTERM)]
     run.send(ChildExited, ChildStatus(exit_status=0))  # the trainer left after saving
-    assert run.exit.code is ExitCode.PREEMPTED
+    assert run.exit.code is ExitCode.PEER_LEFT
     assert "step 30" in run.exit.reason
+
+
+def decisions(run: Run) -> list[Decided]:
+    return [a for a in run.actions if isinstance(a, Decided)]
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda at: SignalReceived(signal.SIGTERM, at), ExitCode.PREEMPTED),
+        (
+            lambda at: Found(finding(ExitCode.DEVICE_FAILED, Urgency.STOP), at),
+            ExitCode.DEVICE_FAILED,
+        ),
+        (
+            lambda at: Found(finding(ExitCode.DEVICE_DEGRADED, Urgency.CHECKPOINT), at),
+            ExitCode.DEVICE_DEGRADED,
+        ),
+    ],
+)
+def test_a_stop_is_decided_before_the_child_is_signalled(make, code) -> None:
+    run = attached()
+    run.send(make)
+    (decided,) = decisions(run)
+    assert decided.code is code
+    first_effect = next(a for a in run.actions if isinstance(a, SignalChild | RequestCheckpoint))
+    assert run.actions.index(decided) < run.actions.index(first_effect)
+
+
+def test_a_note_or_a_matched_line_decides_nothing() -> None:
+    run = attached()
+    run.send(lambda at: Found(finding(ExitCode.INFRA_FAILED, Urgency.ON_EXIT), at))
+    assert decisions(run) == []
+
+
+def test_a_peer_leaving_does_not_cut_this_pods_own_checkpoint_short() -> None:
+    run = attached()
+    run.send(SignalReceived, signal.SIGTERM)
+    assert run.state.phase is Phase.CHECKPOINTING
+    assert run.send(lambda at: Found(finding(ExitCode.PEER_LEFT, Urgency.STOP), at)) == []
+    assert run.state.phase is Phase.CHECKPOINTING  # its deadline still bounds it
+    run.send(CheckpointCommitted, 40, run.state.generation)
+    run.send(ChildExited, ChildStatus(exit_status=0))
+    assert run.exit.code is ExitCode.PREEMPTED  # its own cause outranks the peer's
 
 
 def test_a_periodic_commit_changes_nothing_but_the_evidence() -> None:

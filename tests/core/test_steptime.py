@@ -6,7 +6,7 @@ import signal
 
 from supervisor.channel import Slot, SlotState
 from supervisor.core import policy
-from supervisor.core.actions import RequestCheckpoint, SignalChild
+from supervisor.core.actions import Decided, RequestCheckpoint, SignalChild
 from supervisor.core.clock import FakeClock
 from supervisor.core.events import (
     ChildStarted,
@@ -107,7 +107,7 @@ def run_findings(config: policy.Config, *findings: Finding) -> tuple[policy.Stat
     actions: list = []
     for finding in findings:
         state, more = policy.step(config, state, Found(finding, 1.0))
-        actions += [a for a in more if not isinstance(a, Output)]
+        actions += [a for a in more if not isinstance(a, Output | Decided)]
     return state, actions
 
 
@@ -128,6 +128,6 @@ def test_opting_in_makes_a_slowdown_alone_degraded() -> None:
     config = policy.Config(grace_period=10, degrade_on_step_time=True)
     state = policy.State(policy.Phase.RUNNING, attached=True)
     state, actions = policy.step(config, state, Found(SLOW, 5.0))
-    assert [a for a in actions if not isinstance(a, Output)] == [
+    assert [a for a in actions if not isinstance(a, Output | Decided)] == [
         RequestCheckpoint("degraded", 5.0 + config.degraded_deadline, 1)
     ]

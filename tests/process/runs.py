@@ -94,11 +94,13 @@ def two_nodes(
     *extra: str,
     steps: int = STEPS,
     per_node: dict[int, list[str]] | None = None,
+    script: list[str] | None = None,
 ) -> list[subprocess.Popen]:
     """Two `supervise --nproc-per-node 1` pods of an Indexed Job, on loopback.
 
     The env is what the rendered Job gives a pod (index, node count, hostname, subdomain);
     only the master address is overridden to loopback. `per_node` adds flags to one node.
+    `script` replaces the example trainer (a script and its arguments).
     """
     args = ["--steps", str(steps), *TRAIN_ARGS[2:]]
     port = str(free_port())
@@ -123,7 +125,7 @@ def two_nodes(
                 port,
                 *extra,
                 *(per_node or {}).get(index, []),
-                command=[TRAIN, *args],
+                command=script or [TRAIN, *args],
                 env=env,
             )
         )

@@ -1,0 +1,458 @@
+"""This pod's membership of the gang: its records in the run ledger, and the peers' it reads.
+
+The decisions are pure and live in `supervisor.gang`; this module does their I/O, each
+operation bounded by `GangOptions.io_timeout` on a helper thread, so a silent object store
+can delay a verdict but never hang the pod:
+
+- `begin(attempt)`: list the ledger (what was there before this attempt joined the gang is
+  an earlier incident), then write the attempt-start record.
+- `decided(verdict)`: the policy stopped the run for a cause (a failed GPU, an eviction):
+  write the verdict now, before the tree is stopped, so that peers read it while they are
+  still failing. The node's bound on free exits applies first.
+- `watchdog()`: while training runs, a thread that lists the peers' verdicts every
+  `poll_interval` and reports a PEER_LEFT finding when one explains a failure of the gang.
+  A peer that leaves gracefully (PREEMPTED, DEVICE_DEGRADED) checkpoints first, through the
+  trainers' agreement; this pod then stops on its own, so the finding waits one grace
+  period before it stops anything.
+- `settle(verdict)`: at exit, turn a symptom into PEER_LEFT when a peer holds the cause
+  (looking for up to `peer_wait` seconds), keep exactly one counted class per incident
+  through the create-only claim, count a node's device verdict past its bound, and write
+  the verdict record.
+
+Peer attribution and the gang stop need peers: they are on where the pod has some (more
+than one node, or an Indexed Job index without a count). The records and the node's bound
+are kept on a single node too, where a Job can loop on a bad GPU just the same.
+
+A failed ledger operation never changes a class on its own: the verdict stays what this
+pod saw, and the failure is said once as a note. Threads: `begin`, `decided` and `settle`
+run on the loop's thread; the watchdog on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from supervisor.channel import Slot
+from supervisor.core.actions import Exit
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.errors import ConfigError
+from supervisor.core.events import Finding, Found, Report, Watchdog
+from supervisor.core.exitcodes import ExitCode, JobAction
+from supervisor.gang import attribution, node_history, records, roles
+from supervisor.gang.records import AttemptStart, LedgerView, PhaseTimes, Role, Verdict
+
+T = TypeVar("T")
+
+DEFAULT_PEER_WAIT = attribution.DEFAULT_WAIT_S
+DEFAULT_POLL_INTERVAL = 5.0  # seconds between two listings of the peers' verdicts
+DEFAULT_FREE_EXITS = 3  # device verdicts a node may have in a run before the next is counted
+DEFAULT_IO_TIMEOUT = 10.0  # seconds one ledger operation may take
+GRACEFUL = frozenset({ExitCode.PREEMPTED.name, ExitCode.DEVICE_DEGRADED.name})
+
+
+class LedgerStore(Protocol):
+    """The ledger's objects: names are relative (`verdicts/<id>.json`). Raises on failure."""
+
+    url: str
+
+    def list(self, folder: str | None = None) -> list[str]: ...
+
+    def read(self, name: str) -> bytes | None: ...
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Write `data` at `name` unless something is there; False when it was."""
+
+
+@dataclass(frozen=True)
+class GangOptions:
+    """How this pod listens to its gang. Validated by raising `ConfigError`."""
+
+    peer_wait: float = DEFAULT_PEER_WAIT
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    free_exits: int = DEFAULT_FREE_EXITS
+    io_timeout: float = DEFAULT_IO_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for flag, value, low, high in (
+            ("--peer-wait", self.peer_wait, 0.0, 3600.0),
+            ("--gang-poll-interval", self.poll_interval, 0.1, 3600.0),
+        ):
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ConfigError(f"{flag} must be seconds in [{low:g}, {high:g}], got {value}")
+        if isinstance(self.free_exits, bool) or not 1 <= self.free_exits <= 1000:
+            raise ConfigError(
+                f"--node-free-exits must be an integer in [1, 1000], got {self.free_exits}"
+            )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this pod is, from the downward-API environment the rendered manifests set."""
+
+    pod: str
+    node_rank: int | None = None
+    namespace: str | None = None
+    node: str | None = None
+    pod_uid: str | None = None
+    gang: str | None = None
+    incarnation: str | None = None
+    nnodes: int | None = None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], node_rank: int | None = None, nnodes: int | None = None
+    ) -> Identity:
+        """`node_rank`/`nnodes` from the torchrun topology when known, else the Indexed Job's
+        completion index. The pod name falls back to the hostname outside Kubernetes."""
+        if node_rank is None and env.get("JOB_COMPLETION_INDEX", "").isdigit():
+            node_rank = int(env["JOB_COMPLETION_INDEX"])
+        if nnodes is None and env.get("SUPERVISE_NNODES", "").isdigit():
+            nnodes = int(env["SUPERVISE_NNODES"])
+        jobset, attempt = env.get("JOBSET_NAME"), env.get("SUPERVISE_RESTART_ATTEMPT")
+        return cls(
+            pod=env.get("SUPERVISE_POD_NAME") or env.get("HOSTNAME") or os.uname().nodename,
+            node_rank=node_rank,
+            namespace=env.get("SUPERVISE_POD_NAMESPACE") or None,
+            node=env.get("SUPERVISE_NODE_NAME") or None,
+            pod_uid=env.get("SUPERVISE_POD_UID") or None,
+            gang=jobset or None,
+            incarnation=f"{jobset}/{attempt}" if jobset and attempt else None,
+            nnodes=nnodes,
+        )
+
+    @property
+    def multi_node(self) -> bool:
+        """Whether this pod has peers: more than one node, or an index without a count."""
+        return self.nnodes > 1 if self.nnodes is not None else self.node_rank is not None
+
+
+class IoTimeout(Exception):
+    """A ledger operation did not finish within its bound."""
+
+
+def bounded(call: Callable[[], T], timeout: float) -> T:
+    """`call()` on a daemon thread; its result, its exception, or `IoTimeout`."""
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as err:  # handed to the caller
+            box.append((False, err))
+
+    thread = threading.Thread(target=run, name="ledger-io", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        raise IoTimeout(f"the ledger did not answer within {timeout:g} s")
+    ok, value = box[0]  # type: ignore[misc]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
+
+
+class Member:
+    """This pod in the gang. Build one per run; `begin` once per attempt."""
+
+    def __init__(
+        self,
+        ledger: LedgerStore,
+        identity: Identity,
+        options: GangOptions | None = None,
+        *,
+        clock: Clock | None = None,
+        note: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.ledger = ledger
+        self.identity = identity
+        self.options = options or GangOptions()
+        self.clock = clock or SystemClock()
+        self.note = note  # where a failed ledger operation is said, once per kind
+        self._noted: set[str] = set()
+        self._cache: dict[str, bytes | None] = {}
+        self.me: AttemptStart | None = None
+        self.seen_at_start: frozenset[str] | None = None
+        self._written: Verdict | None = None  # this attempt's verdict, once written
+        self._counted: Finding | None = None  # the bound that counted an early verdict
+
+    # ---------------------------------------------------------------------- the attempt
+
+    def begin(self, attempt: int, resume_step: int | None) -> None:
+        """Join the gang for attempt `attempt` (1 first): list, then write the start."""
+        ident = self.identity
+        names = self._io("list the ledger", lambda: self.ledger.list())
+        self.seen_at_start = frozenset(names) if names is not None else None
+        # A Job's pod never restarts its container (restartPolicy: Never), and the downward
+        # API does not expose the count where it does: the nonce keeps ids unique anyway.
+        restart_count = 0
+        self.me = AttemptStart(
+            id=records.attempt_id(ident.pod, restart_count, attempt, records.new_nonce()),
+            pod=ident.pod,
+            wall=self.clock.wall(),
+            node_rank=ident.node_rank,
+            namespace=ident.namespace,
+            node=ident.node,
+            pod_uid=ident.pod_uid,
+            restart_count=restart_count,
+            attempt=attempt,
+            resume_step=resume_step,
+            gang=ident.gang,
+            incarnation=ident.incarnation,
+            nnodes=ident.nnodes,
+        )
+        self._written = self._counted = None
+        me = self.me
+        self._io(
+            "write the attempt's start",
+            lambda: self.ledger.create(records.attempt_name(me.id), records.encode(me)),
+        )
+
+    def watchdog(self, grace: float = 0.0) -> Watchdog:
+        """The gang stop, for this attempt; a graceful peer's verdict waits `grace` seconds
+        (see the module docstring)."""
+        return _GangStop(self, grace)
+
+    def history_refusal(self) -> Finding | None:
+        """For `--preflight`: a finding when this node has used up its free exits."""
+        if self.identity.node is None:
+            return None
+        view = self.read()
+        if view is None:
+            return None
+        history = node_history.node_history((v for _, v in view.verdicts()), self.identity.node)
+        return node_history.preflight_refusal(history, self.options.free_exits)
+
+    # ----------------------------------------------------------------------- verdicts
+
+    def decided(self, verdict: Exit, report: VerdictFacts) -> Exit:
+        """A cause stopped the run: write its verdict before the tree is stopped.
+
+        Returns the verdict the pod will exit with (the node's bound may count it)."""
+        role = _role(verdict)
+        if self.me is None or self._written is not None or role is not Role.CAUSE:
+            return verdict
+        if verdict.code.action is JobAction.COUNT:
+            return verdict  # a counted cause claims its incident at exit, with the rest
+        counted, bounded_from = self._bound(verdict)
+        self._write(counted, role, report, bounded_from=bounded_from)
+        if bounded_from is not None:
+            self._counted = counted.evidence[0]
+        return counted
+
+    def settle(self, verdict: Exit, report: VerdictFacts) -> Exit:
+        """The verdict to exit with, after the gang has been consulted; writes it.
+
+        A cause written when it stopped the run is not written again: the exit keeps the
+        node's bound, if it counted the verdict then. (A more severe local cause found after
+        that, a fatal Xid during a degraded GPU's checkpoint, still decides the exit code;
+        the ledger keeps the first, both uncounted device classes.)"""
+        if self.me is None:
+            return verdict
+        if self._written is not None:
+            if self._counted is None:
+                return verdict
+            counted = self._counted
+            return Exit(ExitCode.INFRA_FAILED, counted.summary, (counted, *verdict.evidence))
+        role = _role(verdict)
+        bounded_from = None
+        if verdict.code in node_history.DEVICE_CLASSES:
+            verdict, bounded_from = self._bound(verdict)
+        peer = None
+        if bounded_from is None and self.identity.multi_node:
+            decision = self._attribute(verdict, role)
+            if isinstance(decision, attribution.PeerLeft):
+                peer = decision.peer
+                code, reason, evidence = attribution.attributed(
+                    decision, verdict.code, verdict.reason, verdict.evidence
+                )
+                verdict = Exit(code, reason, evidence)
+                role = Role.SYMPTOM
+        self._write(verdict, role, report, bounded_from=bounded_from, peer=peer)
+        return verdict
+
+    def _attribute(self, verdict: Exit, role: Role | None) -> attribution.Decision:
+        assert self.me is not None
+        started = self.clock.monotonic()
+        while True:
+            view = self.read()
+            if view is None:  # the ledger is unreadable: keep what this pod saw
+                return attribution.Keep("the ledger could not be read")
+            decision = attribution.decide(
+                verdict.code,
+                role,
+                self.me,
+                view,
+                seen_at_start=self.seen_at_start,
+                waited=self.clock.monotonic() - started,
+                wait_limit=self.options.peer_wait,
+                now_wall=self.clock.wall(),
+            )
+            if isinstance(decision, attribution.Wait):
+                time.sleep(min(0.25, self.options.peer_wait))
+                continue
+            if isinstance(decision, attribution.TryClaim):
+                claim = decision
+
+                def create(claim: attribution.TryClaim = claim) -> bool:
+                    return self.ledger.create(claim.name, records.encode(claim.claim))
+
+                created = self._io("claim the incident", create)
+                if created is None:
+                    return attribution.Keep("the claim could not be written")
+                if created:
+                    return attribution.won_claim(decision.name)
+                continue  # taken: the new claim names the holder
+            return decision
+
+    def _bound(self, verdict: Exit) -> tuple[Exit, str | None]:
+        """The node's bound on free exits: past it, a device verdict is counted."""
+        node = self.identity.node
+        if node is None or self.me is None:
+            return verdict, None
+        view = self.read()
+        if view is None:
+            return verdict, None
+        history = node_history.node_history(
+            (v for _, v in view.verdicts()), node, exclude=self.me.id
+        )
+        finding = node_history.bounded(verdict.code, history, self.options.free_exits)
+        if finding is None:
+            return verdict, None
+        code, reason, evidence = node_history.counted_verdict(finding, verdict.evidence)
+        return Exit(code, reason, evidence), verdict.code.name
+
+    def _write(
+        self,
+        verdict: Exit,
+        role: Role | None,
+        report: VerdictFacts,
+        *,
+        bounded_from: str | None = None,
+        peer: records.PeerRef | None = None,
+    ) -> None:
+        me = self.me
+        assert me is not None
+        record = Verdict(
+            id=me.id,
+            pod=me.pod,
+            wall=self.clock.wall(),
+            name=verdict.code.name,
+            code=verdict.code.code,
+            role=role,
+            reason=verdict.reason,
+            evidence=records.compact_evidence(f.as_dict() for f in verdict.evidence),
+            node_rank=me.node_rank,
+            namespace=me.namespace,
+            node=me.node,
+            gang=me.gang,
+            incarnation=me.incarnation,
+            started_wall=me.wall,
+            last_steps=dict(report.last_steps),
+            last_committed_step=report.last_committed_step,
+            times=report.times,
+            peer=peer,
+            bounded_from=bounded_from,
+        )
+        self._written = record
+        self._io(
+            "write the verdict",
+            lambda: self.ledger.create(records.verdict_name(me.id), records.encode(record)),
+        )
+
+    # -------------------------------------------------------------------------- reading
+
+    def read(self, folder: str | None = None) -> LedgerView | None:
+        """One read of the ledger (objects already read are not fetched again: they never
+        change). None when it could not be listed within the bound."""
+        names = self._io("list the ledger", lambda: self.ledger.list(folder))
+        if names is None:
+            return None
+        new = [n for n in names if n not in self._cache]
+        for name in new:
+            self._cache[name] = self._io("read a record", lambda n=name: self.ledger.read(n))
+        return LedgerView.read({n: self._cache.get(n) for n in names})
+
+    def _io(self, what: str, call: Callable[[], T]) -> T | None:
+        try:
+            return bounded(call, self.options.io_timeout)
+        except Exception as err:
+            if what not in self._noted:
+                self._noted.add(what)
+                self.note(f"run ledger at {self.ledger.url}: could not {what}: {err}")
+            return None
+
+
+@dataclass(frozen=True)
+class VerdictFacts:
+    """What a verdict records besides its class: progress and where the time went."""
+
+    last_steps: Mapping[int, int]
+    last_committed_step: int | None
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+
+
+def _role(verdict: Exit) -> Role | None:
+    return roles.role_of(verdict.code, roles.deciding_finding(verdict.code, verdict.evidence))
+
+
+class _GangStop:
+    """A daemon thread that lists the peers' verdicts every `poll_interval` and reports
+    PEER_LEFT, once, when one explains a failure of the gang. `stop` returns within a
+    ledger operation's bound; a broken read is retried at the next poll."""
+
+    name = "gang"
+
+    def __init__(self, member: Member, grace: float) -> None:
+        self._member = member
+        self._grace = grace
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first_seen: dict[str, float] = {}
+
+    def start(self, report: Report, clock_monotonic: Callable[[], float]) -> None:
+        if self._thread is None:
+            target = functools.partial(self._run, report, clock_monotonic)
+            self._thread = threading.Thread(target=target, name="gang-watchdog", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+    def _run(self, report: Report, now: Callable[[], float]) -> None:
+        while not self._stop.wait(self._member.options.poll_interval):
+            found = self.poll(now())
+            if found is not None:
+                report(Found(found, now()))
+                return
+
+    def poll(self, now: float) -> Finding | None:
+        """One look at the peers' verdicts: the PEER_LEFT finding when the gang must stop."""
+        member = self._member
+        if member.me is None:
+            return None
+        view = member.read(records.VERDICTS)
+        if view is None:
+            return None
+        left = attribution.gang_stop(member.me, view, seen_at_start=member.seen_at_start)
+        if left is None:
+            return None
+        first = self._first_seen.setdefault(left.peer.id or "", now)
+        if left.peer.name in GRACEFUL and now - first < self._grace:
+            return None  # the trainers save together first; see the module docstring
+        return left.finding
+
+
+def facts(slots: Sequence[Slot], times: PhaseTimes | None = None) -> VerdictFacts:
+    """`VerdictFacts` from the channel's slots: each rank's last step, the newest commit."""
+    steps = {slot.rank: slot.step for slot in slots if slot.step >= 0}
+    commits = [slot.ckpt_step for slot in slots if slot.ckpt_step >= 0]
+    return VerdictFacts(steps, max(commits) if commits else None, times or PhaseTimes())
