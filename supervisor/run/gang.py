@@ -54,6 +54,7 @@ DEFAULT_PEER_WAIT = attribution.DEFAULT_WAIT_S
 DEFAULT_POLL_INTERVAL = 5.0  # seconds between two listings of the peers' verdicts
 DEFAULT_FREE_EXITS = 3  # device verdicts a node may have in a run before the next is counted
 DEFAULT_IO_TIMEOUT = 10.0  # seconds one ledger operation may take
+EARLY_IO_TIMEOUT = 2.0  # the same, while a decided cause holds back stopping the child
 GRACEFUL = frozenset({ExitCode.PREEMPTED.name, ExitCode.DEVICE_DEGRADED.name})
 
 
@@ -181,6 +182,7 @@ class Member:
         self.seen_at_start: frozenset[str] | None = None
         self._written: Verdict | None = None  # this attempt's verdict, once written
         self._counted: Finding | None = None  # the bound that counted an early verdict
+        self._timeout = self.options.io_timeout  # of one ledger operation, now
 
     # ---------------------------------------------------------------------- the attempt
 
@@ -223,7 +225,7 @@ class Member:
         """For `--preflight`: a finding when this node has used up its free exits."""
         if self.identity.node is None:
             return None
-        view = self.read()
+        view = self.read(records.VERDICTS)
         if view is None:
             return None
         history = node_history.node_history((v for _, v in view.verdicts()), self.identity.node)
@@ -240,8 +242,14 @@ class Member:
             return verdict
         if verdict.code.action is JobAction.COUNT:
             return verdict  # a counted cause claims its incident at exit, with the rest
-        counted, bounded_from = self._bound(verdict)
-        self._write(counted, role, report, bounded_from=bounded_from)
+        # The child is stopped only after this: a silent object store may delay it by
+        # a few seconds, never by the whole bound.
+        self._timeout = min(self.options.io_timeout, EARLY_IO_TIMEOUT)
+        try:
+            counted, bounded_from = self._bound(verdict)
+            self._write(counted, role, report, bounded_from=bounded_from)
+        finally:
+            self._timeout = self.options.io_timeout
         if bounded_from is not None:
             self._counted = counted.evidence[0]
         return counted
@@ -281,7 +289,7 @@ class Member:
         assert self.me is not None
         started = self.clock.monotonic()
         while True:
-            view = self.read()
+            view = self.read(records.VERDICTS, records.CLAIMS, skip=self.seen_at_start)
             if view is None:  # the ledger is unreadable: keep what this pod saw
                 return attribution.Keep("the ledger could not be read")
             decision = attribution.decide(
@@ -316,7 +324,7 @@ class Member:
         node = self.identity.node
         if node is None or self.me is None:
             return verdict, None
-        view = self.read()
+        view = self.read(records.VERDICTS)
         if view is None:
             return verdict, None
         history = node_history.node_history(
@@ -368,20 +376,26 @@ class Member:
 
     # -------------------------------------------------------------------------- reading
 
-    def read(self, folder: str | None = None) -> LedgerView | None:
-        """One read of the ledger (objects already read are not fetched again: they never
-        change). None when it could not be listed within the bound."""
-        names = self._io("list the ledger", lambda: self.ledger.list(folder))
-        if names is None:
-            return None
-        new = [n for n in names if n not in self._cache]
-        for name in new:
-            self._cache[name] = self._io("read a record", lambda n=name: self.ledger.read(n))
+    def read(self, *folders: str, skip: frozenset[str] | None = None) -> LedgerView | None:
+        """One read of the ledger's `folders` (all of them when none is named). Objects
+        already read are not fetched again (they never change), nor those in `skip` (the
+        names listed when this attempt began: an earlier incident's, never a peer's now).
+        None when the ledger could not be listed within the bound."""
+        names: list[str] = []
+        for folder in folders or (None,):
+            listed = self._io("list the ledger", lambda f=folder: self.ledger.list(f))
+            if listed is None:
+                return None
+            names.extend(listed)
+        skip = skip or frozenset()
+        for name in names:
+            if name not in self._cache and name not in skip:
+                self._cache[name] = self._io("read a record", lambda n=name: self.ledger.read(n))
         return LedgerView.read({n: self._cache.get(n) for n in names})
 
     def _io(self, what: str, call: Callable[[], T]) -> T | None:
         try:
-            return bounded(call, self.options.io_timeout)
+            return bounded(call, self._timeout)
         except Exception as err:
             if what not in self._noted:
                 self._noted.add(what)
@@ -439,7 +453,7 @@ class _GangStop:
         member = self._member
         if member.me is None:
             return None
-        view = member.read(records.VERDICTS)
+        view = member.read(records.VERDICTS, skip=member.seen_at_start)
         if view is None:
             return None
         left = attribution.gang_stop(member.me, view, seen_at_start=member.seen_at_start)

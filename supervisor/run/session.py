@@ -38,9 +38,10 @@ from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
-from supervisor.run.gang import Member, facts
+from supervisor.run.gang import Member, VerdictFacts, facts
 from supervisor.run.plan import Plan
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
+from supervisor.watch.phases import PhaseClock
 from supervisor.watch.sample import Watcher
 from supervisor.watch.sampler import Sampler
 from supervisor.watch.steptime_watchdog import StepTimeWatcher
@@ -89,6 +90,7 @@ class Session:
             timeout=plan.hang.stack_timeout,
         )
         self.hang = HangWatcher(plan.hang, calibration, collect_stacks=self._collect)
+        self.phases = PhaseClock()  # replaced for every attempt
         # StorageError: INFRA_FAILED before anything starts.
         self.resume_step = resume() if resume is not None else None
 
@@ -164,7 +166,13 @@ class Session:
         (the hang watcher carries what the last attempt learnt)."""
         plan = self.plan
         self.hang = HangWatcher(plan.hang, self.hang.calibration, collect_stacks=self._collect)
-        watchers: list[Watcher] = [self.hang, HandshakeWatcher(), StepTimeWatcher(plan.pace)]
+        self.phases = PhaseClock()
+        watchers: list[Watcher] = [
+            self.hang,
+            HandshakeWatcher(),
+            StepTimeWatcher(plan.pace),
+            self.phases,
+        ]
         if plan.hang.log_silence_timeout is not None:
             timeout = plan.hang.log_silence_timeout
             watchers.append(LogSilenceWatcher(lambda: self.activity.last_output, timeout))
@@ -199,13 +207,16 @@ class Session:
     def decided(self, verdict: Exit) -> None:
         """A cause stopped the run: the gang hears it before the child is stopped."""
         if self.member is not None:
-            self.member.decided(verdict, facts(self.channel.read_slots()))
+            self.member.decided(verdict, self._facts())
 
     def settle(self, verdict: Exit) -> Exit:
         """The verdict after the gang was heard (PEER_LEFT, the node's bound); recorded."""
         if self.member is None:
             return verdict
-        return self.member.settle(verdict, facts(self.channel.read_slots()))
+        return self.member.settle(verdict, self._facts())
+
+    def _facts(self) -> VerdictFacts:
+        return facts(self.channel.read_slots(), self.phases.times())
 
     def close(self, code: ExitCode, outputs: Outputs) -> None:
         """Persist the calibration, release the channel, tidy the run directory."""

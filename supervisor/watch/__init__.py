@@ -7,4 +7,5 @@
 - `steptime`: the pure step-time degradation decision.
 - `steptime_watchdog`: `StepTimeWatcher`, which feeds it per rank.
 - `handshake`: checkpoint requests out to the ranks; `HandshakeWatcher` reports commits.
+- `phases`: `PhaseClock`, where an attempt's time went (init, named phases, steady steps).
 """

@@ -65,6 +65,9 @@ def test_two_nodes_train_to_completion(tmp_path: Path) -> None:
         "train-0": "SUCCEEDED",
         "train-1": "SUCCEEDED",
     }
+    for verdict in verdicts.values():  # where the time went, and how far each rank got
+        assert verdict["times"]["init_s"] > 0 and verdict["times"]["steady_s"] > 0
+        assert verdict["last_steps"] == {"0": 60}  # train.py beats the step it reached
 
 
 def test_a_fatal_xid_on_node_1_gives_82_there_and_87_on_node_0(tmp_path: Path) -> None:

@@ -129,3 +129,22 @@ def test_bad_gang_options_are_config_errors(bad) -> None:
 
     with pytest.raises(ConfigError):
         GangOptions(**bad)
+
+
+def test_a_new_attempt_never_reads_an_earlier_incidents_records(backend) -> None:
+    earlier = [member(backend, rank) for rank in range(4)]
+    for pod in earlier:
+        pod.settle(verdict(ExitCode.HANG, "heartbeat_stall"), FACTS)
+
+    class Counting(FsLedger):
+        reads = 0
+
+        def read(self, name: str) -> bytes | None:
+            Counting.reads += 1
+            return super().read(name)
+
+    identity = Identity(pod="train-0", node_rank=0, node="node-0")
+    fresh = Member(Counting(backend.url + "/_ledger", backend.options or None), identity, FAST)
+    fresh.begin(2, None)
+    assert fresh.watchdog().poll(0.0) is None  # type: ignore[attr-defined]
+    assert Counting.reads == 0  # four verdicts and a claim were listed, none fetched
