@@ -160,3 +160,29 @@ def test_supervisor_process_never_imports_torch(tmp_path: Path) -> None:
     loaded = set(probe.read_text().split())
     assert "supervisor.run.loop" in loaded  # the probe really ran the supervisor
     assert not {m for m in loaded if m == "torch" or m.startswith("torch.")}
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    """No module reaches itself through imports, function-level ones included."""
+    graph = {
+        module_name(path): {
+            target
+            for imported in imports_of(path)
+            if (target := known_module(imported, MODULES)) and target != module_name(path)
+        }
+        for path in SOURCES
+    }
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            cycle = [*trail[trail.index(module) :], module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*trail, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

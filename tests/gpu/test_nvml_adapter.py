@@ -94,7 +94,9 @@ def test_everything_the_adapter_called_on_a_full_run_exists_in_pynvml() -> None:
     ):
         time.sleep(0.02)
     dog.stop()
-    time.sleep(0.7)  # let the closer thread shut NVML down, so teardown is recorded too
+    deadline = time.monotonic() + 5  # NVML closes on a daemon thread: wait for exactly that
+    while "nvmlShutdown" not in lib.called and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert any(f.finding.kind == "recovery_drain" for f in found)
     assert {"nvmlEventSetWait_v2", "nvmlShutdown", "nvmlDeviceGetGpuFabricInfoV"} <= lib.called
     missing = sorted(name for name in lib.called if not hasattr(pynvml, name))
@@ -145,7 +147,7 @@ def test_unsupported_queries_read_as_none_and_a_lost_gpu_reads_as_lost() -> None
     assert state.remap_pending is None and state.recovery_action is None
     assert state.fabric_state is None and state.nvlink_up is None
     assert state.temperature_c == 45
-    time.sleep(0.35)
+    time.sleep(0.35)  # the fake's scenario runs on real time: the GPU is lost at 0.3 s
     assert nvml.read(gpu).lost
 
 
