@@ -22,7 +22,14 @@ from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.k8s.render import render_job, render_jobset
 from supervisor.k8s.simulate import CHARGED
 from tests.k8s.test_k8s_incidents import OPTS, _pod, job_counts, jobset_outcomes
-from tests.process.runs import events, finish, termination, two_nodes, wait_for_line
+from tests.process.runs import (
+    events,
+    finish,
+    supervised,
+    termination,
+    two_nodes,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -138,8 +145,6 @@ def test_three_device_verdicts_on_one_node_make_the_fourth_counted(tmp_path: Pat
     env = {"SUPERVISE_NODE_NAME": "gpu-node-7", "SUPERVISE_POD_NAME": "train-0"}
     codes = []
     for attempt in range(4):
-        from tests.process.runs import supervised
-
         proc = supervised(
             tmp_path / "ckpt",
             tmp_path,
@@ -158,6 +163,24 @@ def test_three_device_verdicts_on_one_node_make_the_fourth_counted(tmp_path: Pat
     history = fourth["evidence"][0]["history"]
     assert [h["class"] for h in history] == ["DEVICE_FAILED"] * 3
     assert ExitCode.from_code(86).action is JobAction.COUNT
+
+    # --preflight reads the same history: a healthy GPU on that node starts nothing.
+    healthy = tmp_path / "healthy.json"
+    healthy.write_text(json.dumps({"gpus": 1, "timeline": []}))
+    proc = supervised(
+        tmp_path / "ckpt",
+        tmp_path,
+        "run4",
+        "--preflight",
+        "--fake-gpus",
+        str(healthy),
+        command=[sys.executable, "-c", f"open({str(tmp_path / 'started')!r}, 'w')"],
+        env={**env, "SUPERVISE_POD_NAME": "train-0-4"},
+    )
+    assert finish(proc, timeout=60) == 86
+    refused = termination(tmp_path, "run4")
+    assert refused["evidence"][0]["kind"] == "node_free_exits_used"
+    assert not (tmp_path / "started").exists()
 
 
 def _wall(iso: str) -> float:
