@@ -215,6 +215,11 @@ class Member:
             "write the attempt's start",
             lambda: self.ledger.create(records.attempt_name(me.id), records.encode(me)),
         )
+        if ident.node is not None:
+            # The node's history is read now, off the critical path, so that the bound a
+            # failing GPU consults later fetches only what is new (records never change).
+            prefetch = functools.partial(self.read, records.VERDICTS)
+            threading.Thread(target=prefetch, name="ledger-prefetch", daemon=True).start()
 
     def watchdog(self, grace: float = 0.0) -> Watchdog:
         """The gang stop, for this attempt; a graceful peer's verdict waits `grace` seconds
