@@ -392,8 +392,8 @@ def cost_part(args: argparse.Namespace) -> None:
         polls: list[tuple[Counter[str], float]] = []
         read = member.read
 
-        def counted_read(folder: str | None = None):
-            view, counts, took = watcher.counted(lambda: read(folder))
+        def counted_read(*folders: str, skip: frozenset[str] | None = None):
+            view, counts, took = watcher.counted(lambda: read(*folders, skip=skip))
             polls.append((counts, took))
             return view
 

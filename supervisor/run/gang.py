@@ -43,7 +43,7 @@ from supervisor.channel import Slot
 from supervisor.core.actions import Exit
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import ConfigError
-from supervisor.core.events import Finding, Found, Report, Watchdog
+from supervisor.core.events import Finding, Found, Report, Urgency, Watchdog
 from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.gang import attribution, node_history, records, roles
 from supervisor.gang.records import AttemptStart, LedgerView, PhaseTimes, Role, Verdict
@@ -54,7 +54,9 @@ DEFAULT_PEER_WAIT = attribution.DEFAULT_WAIT_S
 DEFAULT_POLL_INTERVAL = 5.0  # seconds between two listings of the peers' verdicts
 DEFAULT_FREE_EXITS = 3  # device verdicts a node may have in a run before the next is counted
 DEFAULT_IO_TIMEOUT = 10.0  # seconds one ledger operation may take
-EARLY_IO_TIMEOUT = 2.0  # the same, while a decided cause holds back stopping the child
+# While a decided cause holds back stopping the child: at most this long reading the node's
+# history (what the prefetch did not read is left out), then this long writing the verdict.
+EARLY_IO_TIMEOUT = 2.0
 GRACEFUL = frozenset({ExitCode.PREEMPTED.name, ExitCode.DEVICE_DEGRADED.name})
 
 
@@ -182,7 +184,7 @@ class Member:
         self.seen_at_start: frozenset[str] | None = None
         self._written: Verdict | None = None  # this attempt's verdict, once written
         self._counted: Finding | None = None  # the bound that counted an early verdict
-        self._timeout = self.options.io_timeout  # of one ledger operation, now
+        self._deadline: float | None = None  # monotonic: no ledger operation after it
 
     # ---------------------------------------------------------------------- the attempt
 
@@ -247,14 +249,16 @@ class Member:
             return verdict
         if verdict.code.action is JobAction.COUNT:
             return verdict  # a counted cause claims its incident at exit, with the rest
-        # The child is stopped only after this: a silent object store may delay it by
-        # a few seconds, never by the whole bound.
-        self._timeout = min(self.options.io_timeout, EARLY_IO_TIMEOUT)
+        # The child is stopped only after this: a silent or slow object store may delay
+        # it by two short budgets, one to read and one to write, never by the history's size.
+        early = min(self.options.io_timeout, EARLY_IO_TIMEOUT)
+        self._deadline = self.clock.monotonic() + early
         try:
             counted, bounded_from = self._bound(verdict)
+            self._deadline = self.clock.monotonic() + early
             self._write(counted, role, report, bounded_from=bounded_from)
         finally:
-            self._timeout = self.options.io_timeout
+            self._deadline = None
         if bounded_from is not None:
             self._counted = counted.evidence[0]
         return counted
@@ -278,7 +282,8 @@ class Member:
         if verdict.code in node_history.DEVICE_CLASSES:
             verdict, bounded_from = self._bound(verdict)
         peer = None
-        if bounded_from is None and self.identity.multi_node:
+        needs_peers = verdict.code not in (ExitCode.SUCCEEDED, ExitCode.PEER_LEFT)
+        if bounded_from is None and needs_peers and self.identity.multi_node:
             decision = self._attribute(verdict, role)
             if isinstance(decision, attribution.PeerLeft):
                 peer = decision.peer
@@ -399,8 +404,13 @@ class Member:
         return LedgerView.read({n: self._cache.get(n) for n in names})
 
     def _io(self, what: str, call: Callable[[], T]) -> T | None:
+        timeout = self.options.io_timeout
+        if self._deadline is not None:
+            timeout = min(timeout, self._deadline - self.clock.monotonic())
+            if timeout <= 0:
+                return None  # out of time: the caller goes on with what it has
         try:
-            return bounded(call, self._timeout)
+            return bounded(call, timeout)
         except Exception as err:
             if what not in self._noted:
                 self._noted.add(what)
@@ -448,7 +458,11 @@ class _GangStop:
 
     def _run(self, report: Report, now: Callable[[], float]) -> None:
         while not self._stop.wait(self._member.options.poll_interval):
-            found = self.poll(now())
+            try:
+                found = self.poll(now())
+            except Exception as err:  # a watchdog must say it broke, not vanish
+                summary = f"the gang watchdog stopped: {err!r}"
+                found = Finding("gang", "watchdog_error", summary, urgency=Urgency.NOTE)
             if found is not None:
                 report(Found(found, now()))
                 return
