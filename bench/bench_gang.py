@@ -63,13 +63,8 @@ from supervisor.core.actions import Exit
 from supervisor.core.events import Found
 from supervisor.core.exitcodes import ExitCode
 from supervisor.gang import records
-from supervisor.run.gang import (
-    DEFAULT_POLL_INTERVAL,
-    GangOptions,
-    Identity,
-    Member,
-    VerdictFacts,
-)
+from supervisor.gang.options import DEFAULT_POLL_INTERVAL, GangOptions, Identity
+from supervisor.run.gang import Member, VerdictFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPERVISE = str(Path(sys.executable).with_name("supervise"))

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, int]] = [
     ("supervisor.core.actions", 0),
     ("supervisor.gang", 0),
     ("supervisor.gang.records", 0),
+    ("supervisor.gang.options", 0),
     ("supervisor.child_contract", 0),
     # L1 decisions: pure, L0 only
     ("supervisor.core.*", 1),
@@ -160,6 +161,8 @@ def test_supervisor_process_never_imports_torch(tmp_path: Path) -> None:
     loaded = set(probe.read_text().split())
     assert "supervisor.run.loop" in loaded  # the probe really ran the supervisor
     assert not {m for m in loaded if m == "torch" or m.startswith("torch.")}
+    # Without a ledger (no checkpoint dir) a run loads neither the gang nor storage.
+    assert not loaded & {"supervisor.run.gang", "supervisor.gang.records", "fsspec", "secrets"}
 
 
 def test_the_import_graph_has_no_cycle() -> None:

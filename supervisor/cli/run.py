@@ -25,11 +25,11 @@ from supervisor.core.options import (
     DEFAULT_TERMINATION_LOG,
     Options,
 )
+from supervisor.gang.options import DEFAULT_FREE_EXITS, DEFAULT_PEER_WAIT, GangOptions
+from supervisor.gang.options import DEFAULT_POLL_INTERVAL as DEFAULT_GANG_POLL_INTERVAL
 from supervisor.gpu.watchdog import DEFAULT_POLL_INTERVAL as DEFAULT_GPU_POLL_INTERVAL
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
-from supervisor.run.gang import DEFAULT_FREE_EXITS, DEFAULT_PEER_WAIT, GangOptions
-from supervisor.run.gang import DEFAULT_POLL_INTERVAL as DEFAULT_GANG_POLL_INTERVAL
 from supervisor.watch import steptime
 
 EPILOG = (

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 
 from supervisor.core.events import Finding, Urgency
 from supervisor.core.exitcodes import ExitCode, JobAction
+from supervisor.gang.options import DEFAULT_PEER_WAIT
 from supervisor.gang.records import (
     AttemptStart,
     Claim,
@@ -78,7 +79,7 @@ from supervisor.gang.records import (
 )
 
 DEFAULT_SKEW_S = 5.0  # only without a start listing: how far apart two nodes' clocks may be
-DEFAULT_WAIT_S = 15.0  # how long a symptom looks for a peer's verdict before it claims
+DEFAULT_WAIT_S = DEFAULT_PEER_WAIT  # how long a symptom looks for a peer's verdict
 
 
 # ---------------------------------------------------------------------------- decisions

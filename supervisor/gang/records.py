@@ -42,7 +42,6 @@ from typing import Any
 
 from supervisor.core.exitcodes import ExitCode
 
-LEDGER_PREFIX = "_ledger"  # its default home: this folder at the top of the checkpoint URL
 FORMAT = "supervise-ledger"
 VERSION = 1  # the major version; a reader skips records of a newer one
 

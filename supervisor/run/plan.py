@@ -19,12 +19,11 @@ from supervisor.child_contract import ENV_CHANNEL, ENV_CHECKPOINT_DIR, ENV_STACK
 from supervisor.core import policy
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
-from supervisor.gang.records import LEDGER_PREFIX
+from supervisor.gang.options import LEDGER_PREFIX, GangOptions, Identity
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang import stacks
 from supervisor.hang.options import HangOptions
 from supervisor.k8s.launch import LaunchOverrides, derive_topology, torchrun_command
-from supervisor.run.gang import GangOptions, Identity
 from supervisor.watch import steptime
 
 ENV_RUN_DIR = "SUPERVISE_RUN_DIR"

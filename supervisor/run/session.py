@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from supervisor.channel import Channel
 from supervisor.child_contract import ENV_RESTART_COUNT, ENV_RESUME_STEP
@@ -38,13 +39,15 @@ from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
-from supervisor.run.gang import Member, VerdictFacts, facts
 from supervisor.run.plan import Plan
 from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
 from supervisor.watch.phases import PhaseClock
 from supervisor.watch.sample import Watcher
 from supervisor.watch.sampler import Sampler
 from supervisor.watch.steptime_watchdog import StepTimeWatcher
+
+if TYPE_CHECKING:  # the gang's machinery is imported only by a run that has a ledger
+    from supervisor.run.gang import Member, VerdictFacts
 
 
 def make_run_dir() -> str:
@@ -216,6 +219,8 @@ class Session:
         return self.member.settle(verdict, self._facts())
 
     def _facts(self) -> VerdictFacts:
+        from supervisor.run.gang import facts
+
         return facts(self.channel.read_slots(), self.phases.times())
 
     def close(self, code: ExitCode, outputs: Outputs) -> None:

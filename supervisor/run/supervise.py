@@ -21,18 +21,22 @@ import shutil
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from supervisor.core import outputs as out
 from supervisor.core.actions import Exit
 from supervisor.core.errors import SuperviseError
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
+from supervisor.gang.options import GangOptions
 from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import HangOptions
 from supervisor.outputs import Outputs, open_outputs
 from supervisor.process.logpump import Activity
-from supervisor.run.gang import GangOptions, Member, VerdictFacts
 from supervisor.run.loop import Supervisor
+
+if TYPE_CHECKING:
+    from supervisor.run.gang import Member
 from supervisor.run.plan import Launch, Plan, build_plan
 from supervisor.run.session import Session, make_run_dir
 from supervisor.watch import steptime
@@ -97,6 +101,7 @@ def _member(plan: Plan, notes: list[str]) -> Member | None:
                 "no run ledger, so a pod that stops because its peer left is counted too"
             )
         return None
+    from supervisor.run.gang import Member
     from supervisor.storage.ledger import FsLedger
 
     return Member(FsLedger(plan.ledger), plan.identity, plan.gang, note=notes.append)
@@ -120,6 +125,8 @@ def _preflight(
     if verdict is None:
         return None
     if member is not None:  # the node's history counts a failed preflight too
+        from supervisor.run.gang import VerdictFacts
+
         member.begin(1, None)
         verdict = member.settle(verdict, VerdictFacts({}, None))
     for note in notes:

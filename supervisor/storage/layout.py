@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from supervisor.core.errors import CheckpointError
-from supervisor.gang.records import LEDGER_PREFIX  # defined with the ledger's records
+from supervisor.gang.options import LEDGER_PREFIX  # where the ledger lives
 
 FORMAT = "supervise-checkpoint"
 FORMAT_VERSION = 1

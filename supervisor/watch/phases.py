@@ -14,12 +14,20 @@ the run ledger. Pure: time comes only from `sample.now`; it reports nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from supervisor.channel import SlotState
-from supervisor.gang.records import PhaseTimes
 from supervisor.hang.options import STEADY_PHASES
 from supervisor.watch.sample import Sample, Seen
+
+
+class Times(NamedTuple):
+    """Seconds in init, in steady steps, and in each named phase."""
+
+    init_s: float
+    steady_s: float
+    phases_s: Mapping[str, float]
 
 
 class PhaseClock:
@@ -52,7 +60,7 @@ class PhaseClock:
             self._steady += elapsed
         return ()
 
-    def times(self) -> PhaseTimes:
+    def times(self) -> Times:
         """The totals so far, rounded to milliseconds. Safe to call from any thread."""
         phases = {name: round(seconds, 3) for name, seconds in dict(self._phases).items()}
-        return PhaseTimes(round(self._init, 3), round(self._steady, 3), phases)
+        return Times(round(self._init, 3), round(self._steady, 3), phases)

@@ -16,7 +16,8 @@ from supervisor.core.actions import Exit
 from supervisor.core.events import Finding, Found, Urgency
 from supervisor.core.exitcodes import ExitCode
 from supervisor.gang import records
-from supervisor.run.gang import GangOptions, Identity, Member, VerdictFacts
+from supervisor.gang.options import GangOptions, Identity
+from supervisor.run.gang import Member, VerdictFacts
 from supervisor.storage.ledger import FsLedger
 
 FACTS = VerdictFacts({0: 41, 1: 40}, 40)
