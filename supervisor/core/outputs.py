@@ -1,8 +1,9 @@
 """What supervise tells the world, as typed data: one class per output event, registered here.
 
 Inputs to the policy are typed events (`supervisor.core.events`); its outputs are typed too.
-Every output is a frozen dataclass subclassing `Output`, with a `name` (the `event` field
-of its JSON line) and a docstring whose first line says what it means. Defining the class
+Every output is a frozen record subclassing `Output`: its annotated attributes are its
+fields (in order; a class attribute gives a default), `name` is the `event` field of its
+JSON line, and its docstring's first line says what it means. Defining the class
 registers it in `REGISTRY`, so this module is the one list of everything supervise says:
 the README's event table is generated from it (`markdown_table`), and a test keeps them
 equal.
@@ -12,15 +13,16 @@ None of them knows where an output goes: the sinks in `supervisor.outputs` (the 
 the termination message, and later metrics and the run ledger) each take what they need.
 Adding a sink is adding a file there, not editing the producers.
 
-`fields()` is the output as JSON-ready facts; by default every dataclass field under its
-own name. Plain data only (L0): no I/O here.
+`fields()` is the output as JSON-ready facts; by default every field under its own name.
+Plain data only (L0): no I/O here. `Output` is a small record base rather than a frozen
+dataclass on purpose: every start of supervise defines these classes, and twenty frozen
+dataclasses cost ~10 ms there; these cost well under one.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from supervisor.core.events import Finding, Urgency
@@ -30,13 +32,20 @@ REGISTRY: dict[str, type[Output]] = {}
 """Output event name -> its class, in the order the classes are defined."""
 
 
-@dataclass(frozen=True)
+_MISSING = object()
+
+
 class Output:
-    """Base of every output event. Subclasses set `name` and a one-line docstring."""
+    """Base of every output event. Subclasses set `name` and a one-line docstring.
+
+    Instances are immutable, compare equal field by field, and take their fields by
+    position or by keyword.
+    """
 
     name: ClassVar[str] = ""
-    # The JSON keys `fields()` writes, where they differ from the dataclass fields.
+    # The JSON keys `fields()` writes, where they differ from the fields.
     keys: ClassVar[tuple[str, ...]] = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -44,11 +53,46 @@ class Output:
             raise TypeError(f"output {cls.__name__} needs a name and a docstring")
         if cls.name in REGISTRY:
             raise TypeError(f"output name {cls.name!r} is registered twice")
+        own = inspect.get_annotations(cls)  # this class's own, in order
+        cls._fields = tuple(n for n, kind in own.items() if not str(kind).startswith("ClassVar"))
         REGISTRY[cls.name] = cls
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__} takes {len(self._fields)} fields")
+        values = dict(zip(self._fields, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in self._fields or key in values:
+                raise TypeError(f"{type(self).__name__}: unexpected or repeated field {key!r}")
+            values[key] = value
+        for key in self._fields:
+            value = values.get(key, getattr(type(self), key, _MISSING))
+            if value is _MISSING:
+                raise TypeError(f"{type(self).__name__}: missing field {key!r}")
+            object.__setattr__(self, key, value)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Normalise fields after they are set (with `object.__setattr__`)."""
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, key) == getattr(other, key) for key in self._fields
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._fields)
+        return f"{type(self).__name__}({shown})"
 
     def fields(self) -> dict[str, object]:
         """The output's facts, JSON-ready (the event log writes them beside the envelope)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key: getattr(self, key) for key in self._fields}
 
     @classmethod
     def meaning(cls) -> str:
@@ -58,7 +102,6 @@ class Output:
 # ------------------------------------------------------------------- the run's course
 
 
-@dataclass(frozen=True)
 class Note(Output):
     """Something supervise worked around or wants a person to know (NVML missing, ...)."""
 
@@ -66,7 +109,6 @@ class Note(Output):
     message: str
 
 
-@dataclass(frozen=True)
 class Started(Output):
     """Attempt `attempt` (0 first) of the command is being spawned, with this argv."""
 
@@ -78,7 +120,6 @@ class Started(Output):
         return {"command": list(self.command), "attempt": self.attempt}
 
 
-@dataclass(frozen=True)
 class ChildStarted(Output):
     """The command is running as `pid`; `attempt` counts from 1."""
 
@@ -87,7 +128,6 @@ class ChildStarted(Output):
     attempt: int
 
 
-@dataclass(frozen=True)
 class TrainerAttached(Output):
     """A training rank claimed a heartbeat slot: it can be asked to checkpoint."""
 
@@ -95,7 +135,6 @@ class TrainerAttached(Output):
     ranks: int
 
 
-@dataclass(frozen=True)
 class FindingReported(Output):
     """One piece of evidence from any source; its fields are the finding's (see below)."""
 
@@ -107,7 +146,6 @@ class FindingReported(Output):
         return self.finding.as_dict()
 
 
-@dataclass(frozen=True)
 class CheckpointRequested(Output):
     """Training was asked to checkpoint (`reason`), within `deadline_in_s`."""
 
@@ -118,7 +156,6 @@ class CheckpointRequested(Output):
     deadline_in_s: float
 
 
-@dataclass(frozen=True)
 class CheckpointCommitted(Output):
     """A rank reported a committed checkpoint `step`, answering request `generation`."""
 
@@ -127,7 +164,6 @@ class CheckpointCommitted(Output):
     generation: int
 
 
-@dataclass(frozen=True)
 class Stopping(Output):
     """The child was sent SIGTERM (or the stop signal received); SIGKILL in `kill_in_s`."""
 
@@ -136,7 +172,6 @@ class Stopping(Output):
     kill_in_s: float
 
 
-@dataclass(frozen=True)
 class SignalForwarded(Output):
     """A signal from outside was passed on to the child."""
 
@@ -144,7 +179,6 @@ class SignalForwarded(Output):
     signal: str
 
 
-@dataclass(frozen=True)
 class SignalReceived(Output):
     """A stop signal arrived while a checkpoint was being taken; the save goes on."""
 
@@ -152,7 +186,6 @@ class SignalReceived(Output):
     signal: str
 
 
-@dataclass(frozen=True)
 class SignalIgnored(Output):
     """A signal supervise does not forward arrived and was ignored."""
 
@@ -160,14 +193,12 @@ class SignalIgnored(Output):
     signal: str
 
 
-@dataclass(frozen=True)
 class GraceExpired(Output):
     """The grace period ended with the child still alive: the tree is SIGKILLed."""
 
     name = "grace_expired"
 
 
-@dataclass(frozen=True)
 class TreeKilled(Output):
     """`processes` descendants were SIGKILLed."""
 
@@ -175,7 +206,6 @@ class TreeKilled(Output):
     processes: int
 
 
-@dataclass(frozen=True)
 class RestartScheduled(Output):
     """The attempt ended with a restartable `class`; the command restarts in place."""
 
@@ -196,7 +226,6 @@ class RestartScheduled(Output):
 # ------------------------------------------------------------ outputs and housekeeping
 
 
-@dataclass(frozen=True)
 class OutputLost(Output):
     """Our own stdout or stderr went away; the child's bytes on `stream` are dropped."""
 
@@ -205,7 +234,6 @@ class OutputLost(Output):
     error: str
 
 
-@dataclass(frozen=True)
 class OutputUnwritable(Output):
     """An output (`sink`) could not be written at `path`; the run goes on without it."""
 
@@ -215,7 +243,6 @@ class OutputUnwritable(Output):
     error: str
 
 
-@dataclass(frozen=True)
 class CalibrationNotSaved(Output):
     """The hang calibration could not be saved at `path`; the next run starts blind."""
 
@@ -224,7 +251,6 @@ class CalibrationNotSaved(Output):
     error: str
 
 
-@dataclass(frozen=True)
 class RunDirKept(Output):
     """The run directory (stack dumps, Flight Recorder files) is kept at `path` as evidence."""
 
@@ -235,7 +261,6 @@ class RunDirKept(Output):
 # -------------------------------------------------------------------------- the verdict
 
 
-@dataclass(frozen=True)
 class Exited(Output):
     """The last event: the class supervise exits with, why, and every finding.
 
@@ -283,7 +308,7 @@ def markdown_table() -> str:
     """Every output event as the Markdown table the README embeds (a test keeps them equal)."""
     lines = ["| event | fields | meaning |", "|---|---|---|"]
     for name, cls in REGISTRY.items():
-        keys = cls.keys or tuple(f.name for f in dataclasses.fields(cls))
+        keys = cls.keys or cls._fields
         shown = ", ".join(f"`{key}`" for key in keys) or "-"
         lines.append(f"| `{name}` | {shown} | {cls.meaning()} |")
     return "\n".join(lines)

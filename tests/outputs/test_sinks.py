@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,11 +26,24 @@ def test_every_output_is_registered_under_its_own_name() -> None:
 def test_an_output_name_cannot_be_registered_twice() -> None:
     with pytest.raises(TypeError, match="registered twice"):
 
-        @dataclass(frozen=True)
         class Again(out.Output):
             """A second `note`."""
 
             name = "note"
+
+
+def test_outputs_are_immutable_records() -> None:
+    stop = out.Stopping(reason="why", kill_in_s=3.0)
+    assert stop == out.Stopping("why", 3.0) and stop != out.Stopping("why", 4.0)
+    assert stop.fields() == {"reason": "why", "kill_in_s": 3.0}
+    assert repr(stop) == "Stopping(reason='why', kill_in_s=3.0)"
+    with pytest.raises(AttributeError):
+        stop.reason = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing field 'kill_in_s'"):
+        out.Stopping(reason="why")
+    with pytest.raises(TypeError, match="unexpected"):
+        out.Stopping("why", 3.0, kill_in_s=4.0)
+    assert out.Exited(ExitCode.SUCCEEDED, "done").evidence == ()  # a default
 
 
 def test_the_exit_event_and_the_termination_message_agree(tmp_path: Path) -> None:
