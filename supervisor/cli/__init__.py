@@ -91,10 +91,9 @@ def _early_exit(code: ExitCode, message: str, args: list[str], supervising: bool
     print(f"supervise: error: {message}", file=sys.stderr)
     if supervising:
         from supervisor.core.outputs import refused
-        from supervisor.outputs import Outputs
-        from supervisor.outputs.termination import TerminationLog
+        from supervisor.outputs import Outputs, termination_sinks
 
-        Outputs([TerminationLog(_termination_log_from(args))]).emit(refused(code, message))
+        Outputs(termination_sinks(_termination_log_from(args))).emit(refused(code, message))
     sys.exit(code.code)
 
 

@@ -89,7 +89,8 @@ FLAGS = (
         "termination-log",
         str,
         DEFAULT_TERMINATION_LOG,
-        "Where the JSON termination message (≤ 4096 bytes) is written at exit.",
+        "Where the JSON termination message (≤ 4096 bytes) is written at exit. The default "
+        "is written only where the kubelet made it, so not on a developer's machine.",
     ),
     Flag("event-log", str, "-", "File to append JSON-lines events to; `-` means stderr."),
     # Checkpoints and restarts.

@@ -17,11 +17,13 @@ other sinks, and one line on stderr), and the run and its exit code go on withou
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from typing import Protocol
 
 from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.options import DEFAULT_TERMINATION_LOG
 from supervisor.core.outputs import Output, OutputUnwritable
 
 
@@ -81,6 +83,17 @@ class Outputs:
                 self.lost(sink.name, sink.path, err)
 
 
+def termination_sinks(path: str | None) -> list[Sink]:
+    """The termination message's sink, if it is wanted: any path the user gave, and the
+    kubelet's default only where the kubelet made the file (in a container). On a
+    developer's machine supervise does not create `/dev/termination-log`."""
+    from supervisor.outputs.termination import TerminationLog
+
+    if path is None or (path == DEFAULT_TERMINATION_LOG and not os.path.exists(path)):
+        return []
+    return [TerminationLog(path)]
+
+
 def warn(message: str) -> None:
     """One line on stderr, for a person; silent if stderr itself is gone."""
     with contextlib.suppress(OSError, ValueError):
@@ -93,17 +106,17 @@ def open_outputs(
     *,
     clock: Clock | None = None,
 ) -> Outputs:
-    """The run's sinks. `event_log` None or "-" means stderr; `termination_log` None, none.
+    """The run's sinks. `event_log` None or "-" means stderr; `termination_log` None, none
+    (and the kubelet's default path only where it exists).
 
     Never raises: an event log that cannot be opened falls back to stderr, said once.
     """
     from supervisor.outputs.eventlog import EventLog
-    from supervisor.outputs.termination import TerminationLog
 
     lock = threading.Lock()
     # The termination log first: if it fails, the warning reaches the event log before
     # the `exit` line, which stays the last.
-    sinks: list[Sink] = [] if termination_log is None else [TerminationLog(termination_log)]
+    sinks = termination_sinks(termination_log)
     problem: tuple[str, OSError] | None = None
     try:
         sinks.append(EventLog.open(event_log, lock=lock))

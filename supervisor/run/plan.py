@@ -84,6 +84,10 @@ def build_plan(
     }
     if checkpoint_dir:  # the trainer's CheckpointStore() finds it there
         env[ENV_CHECKPOINT_DIR] = checkpoint_dir
+    if "PYTHONUNBUFFERED" not in environ:
+        # A Python child writing to our pipe would block-buffer its output: nothing shows
+        # for minutes, and --log-silence-timeout would call a healthy run hung.
+        env["PYTHONUNBUFFERED"] = "1"
     command, error_file = options.command, None
     node_rank = nnodes = None
     if launch is not None:

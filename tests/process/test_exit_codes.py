@@ -249,3 +249,44 @@ def test_an_event_log_that_cannot_be_opened_falls_back_to_stderr(tmp_path: Path)
     assert events[0]["event"] == "output_unwritable"
     assert events[-1]["event"] == "exit"
     assert json.loads(term.read_text())["exitCode"] == 80
+
+
+SLOW_PRINTER = "import time\nfor i in range(5):\n    print('tick', i)\n    time.sleep(1)\n"
+
+
+def test_a_python_child_writes_unbuffered_so_log_silence_sees_its_output(tmp_path) -> None:
+    # Through a pipe Python block-buffers stdout: five ticks a second apart would reach
+    # supervise only at exit, and --log-silence-timeout 3 would call the run hung (84).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    term = tmp_path / "term"
+    argv = [SUPERVISE, "--termination-log", str(term), "--event-log", os.devnull]
+    argv += ["--log-silence-timeout", "3", "--", sys.executable, "-c", SLOW_PRINTER]
+    proc = subprocess.run(argv, capture_output=True, timeout=60, env=env)
+    assert proc.returncode == 0, term.read_text()
+    assert proc.stdout.decode().splitlines() == [f"tick {i}" for i in range(5)]
+
+
+def test_a_users_pythonunbuffered_is_left_alone(supervise) -> None:
+    shown = "import os; print(repr(os.environ.get('PYTHONUNBUFFERED')))"
+    result = supervise("--", sys.executable, "-c", shown, env={"PYTHONUNBUFFERED": "x"})
+    assert result.stdout.decode().strip() == "'x'"
+
+
+def test_the_default_termination_log_is_written_only_where_the_kubelet_made_it(tmp_path):
+    default = Path("/dev/termination-log")
+    if default.exists():  # in a pod, where the kubelet made it: nothing to show here
+        pytest.skip("the kubelet's termination log exists on this machine")
+    env = {k: v for k, v in os.environ.items() if k != "SUPERVISE_TERMINATION_LOG"}
+    proc = subprocess.run(
+        [SUPERVISE, "--event-log", os.devnull, "--", "sh", "-c", "exit 3"],
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 80
+    assert not default.exists()
+    bad = subprocess.run(
+        [SUPERVISE, "--grace-period", "-1", "--", "true"], capture_output=True, env=env
+    )
+    assert bad.returncode == 81 and not default.exists()
+    assert bad.stderr.decode().startswith("supervise: error: --grace-period")
