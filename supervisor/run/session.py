@@ -5,7 +5,8 @@ stacks directory, the GPU watchdog (absent without NVML, said in a note), loads 
 calibration, and resolves the step the first attempt resumes from. What the loop needs
 from it is the `Edges` protocol in `supervisor.run.loop`: watchdogs for the whole run and
 for each attempt, each attempt's environment, checkpoint requests, the evidence that is
-only readable once the child is gone, and `close`.
+only readable once the child is gone, the gang's say in the verdict (`decided`, `settle`,
+through this pod's `Member` of the run ledger, when there is one), and `close`.
 
 `close` persists what should outlive the run (the hang calibration) and removes the run
 directory unless the run failed, when its stack dumps and Flight Recorder files are
