@@ -257,6 +257,17 @@ def won_claim(name: str) -> Keep:
     return Keep(f"this attempt holds the incident's claim {name}", claim=name)
 
 
+GRACEFUL: frozenset[str] = frozenset({ExitCode.PREEMPTED.name, ExitCode.DEVICE_DEGRADED.name})
+"""Classes whose pod leaves gracefully: it checkpoints first, and its trainers agree on the
+step with every peer's, so a peer that stopped at once would cut that checkpoint short."""
+
+
+def stop_delay(left: PeerLeft, grace: float) -> float:
+    """Seconds after this pod first saw `left` that the gang stop acts: `grace` for a peer
+    that leaves gracefully (its peers save with it, then stop on their own), else none."""
+    return grace if left.peer.name in GRACEFUL else 0.0
+
+
 def gang_stop(
     me: AttemptStart,
     ledger: LedgerView,

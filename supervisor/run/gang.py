@@ -49,8 +49,6 @@ from supervisor.watch.phases import Times
 
 T = TypeVar("T")
 
-GRACEFUL = frozenset({ExitCode.PREEMPTED.name, ExitCode.DEVICE_DEGRADED.name})
-
 
 class LedgerStore(Protocol):
     """The ledger's objects: names are relative (`verdicts/<id>.json`). Raises on failure."""
@@ -408,7 +406,7 @@ class _GangStop:
         if left is None:
             return None
         first = self._first_seen.setdefault(left.peer.id or "", now)
-        if left.peer.name in GRACEFUL and now - first < self._grace:
+        if now - first < attribution.stop_delay(left, self._grace):
             return None  # the trainers save together first; see the module docstring
         return left.finding
 

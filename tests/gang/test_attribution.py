@@ -540,3 +540,13 @@ def test_jobset_pods_of_an_earlier_restart_never_stop_the_new_one() -> None:
     ledger.write(verdict(new[1], ExitCode.DEVICE_FAILED, CAUSE, T0 + 40))
     stop = gang_stop(new[0].me, ledger.view(), seen_at_start=new[0].seen)
     assert stop is not None and stop.peer.id == new[1].me.id
+
+
+@pytest.mark.parametrize(
+    ("name", "delay"),
+    [("PREEMPTED", 25.0), ("DEVICE_DEGRADED", 25.0), ("DEVICE_FAILED", 0.0), ("HANG", 0.0)],
+)
+def test_a_graceful_peer_is_given_the_grace_before_the_gang_stops(name: str, delay: float):
+    finding = Finding("ledger", "peer_verdict", "left", ExitCode.PEER_LEFT, Urgency.STOP)
+    left = PeerLeft(attribution.PeerRef("verdict", "a", "train-1", 1, None, name), finding)
+    assert attribution.stop_delay(left, 25.0) == delay
