@@ -5,13 +5,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
+# torch, for the examples and tests only (the supervisor never imports it). PyPI's Linux
+# wheel is the multi-GB CUDA build, so where pip finds no local wheel (its find-links), take
+# the CPU build from TORCH_INDEX_URL; `make TORCH_INDEX_URL=` installs PyPI's build instead.
+# TORCH_SPEC may name another build or a wheel file; it must satisfy the test extra's pin.
+TORCH_SPEC      ?= torch==2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+
 .PHONY: demo test lint bench bytecode clean
 
 $(BIN)/supervise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch is pinned: the CPU build of 2.13.0; an open range would pull a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# A dry run with no index looks only at local wheels: quick, and needs no network.
+	if [ -z '$(TORCH_INDEX_URL)' ] || $(BIN)/pip install --quiet --dry-run --no-index \
+	    --no-deps --ignore-installed '$(TORCH_SPEC)' >/dev/null 2>&1; then \
+	  $(BIN)/pip install --quiet '$(TORCH_SPEC)'; \
+	else \
+	  echo "no local torch wheel: installing $(TORCH_SPEC) from $(TORCH_INDEX_URL)"; \
+	  $(BIN)/pip install --quiet --index-url '$(TORCH_INDEX_URL)' '$(TORCH_SPEC)'; \
+	fi
 	# compat: a plain .pth path entry; the default editable finder costs every start ~25 ms.
 	# setuptools calls compat transitional, so fall back to the default if it is ever gone.
 	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat \

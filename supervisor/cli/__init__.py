@@ -97,9 +97,22 @@ def _early_exit(code: ExitCode, message: str, args: list[str], supervising: bool
     sys.exit(code.code)
 
 
+def _print_version() -> NoReturn:
+    """`supervise -V`: the installed distribution's version, from its metadata; exits 0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        print(f"supervise {version('supervise')}")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        print("supervise (version unknown: not installed)")
+    sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point: `supervise ...`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-V"], ["--version"]):
+        _print_version()
     if not args or args[0] not in _commands() | {"--help", "-h"}:
         args = ["run", *args]
     elif args[0] in ("--help", "-h"):
