@@ -5,7 +5,7 @@ resumes deterministically: a run that is stopped and resumed ends with the same 
 bit for bit, as one that was never interrupted. The lines that involve supervise are marked
 `# supervise`; without supervise, `attach()` is a no-op and the script runs the same way.
 
-    python examples/train.py --steps 200
+    python examples/train.py --steps 200 --checkpoint-dir /tmp/ckpt
     supervise --checkpoint-dir /tmp/ckpt -- python examples/train.py --steps 200
     supervise --nproc-per-node 2 --checkpoint-dir /tmp/ckpt -- examples/train.py
 """
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -62,30 +60,21 @@ class ResumableShuffle(Sampler[int]):
         return sys.maxsize
 
 
-def rng_state() -> torch.Tensor:
-    return torch.get_rng_state()
-
-
-def gather_rng(distributed: bool) -> list[torch.Tensor]:
-    """Every rank's torch RNG state, so rank 0's checkpoint restores all ranks' dropout."""
-    mine = rng_state()
-    if not distributed:
-        return [mine]
-    states = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(states, mine)
-    return states
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-time", type=float, default=0.0, help="extra seconds per step")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=os.environ.get("SUPERVISE_CHECKPOINT_DIR"),
+        help="where checkpoints go (default: what `supervise --checkpoint-dir` passes)",
+    )
     args = parser.parse_args()
 
     sup = supervisor.attach()  # supervise
-    store = supervisor.CheckpointStore(on_commit=sup.committed)  # supervise
+    store = supervisor.CheckpointStore(args.checkpoint_dir, on_commit=sup.committed)  # supervise
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # launched by torchrun: one process per rank, gloo on CPU
         dist.init_process_group("gloo")
@@ -102,9 +91,7 @@ def main() -> int:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"]["torch"][rank])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        supervisor.rng.restore(state["rng"])  # this rank's dropout stream, exactly
         step = state["step"]
         if rank == 0:
             print(f"resumed from step {step}", flush=True)
@@ -125,11 +112,7 @@ def main() -> int:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            "rng": {
-                "torch": gather_rng(distributed),
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-            },
+            "rng": supervisor.rng.capture(),  # every rank's generators (a collective)
             "step": step,
         }
         store.save(step, state, reason=reason)  # on every rank; on_commit tells supervise

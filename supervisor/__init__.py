@@ -5,6 +5,7 @@ The training-side API is small and pinned (`__all__`, checked by a test):
     import supervisor
     sup = supervisor.attach()                     # a no-op outside supervise
     store = supervisor.CheckpointStore(url)       # atomic, checksummed checkpoints
+    state["rng"] = supervisor.rng.capture()       # every RNG, for an exact resume
 
 Names are resolved lazily, so `import supervisor` costs almost nothing and never imports
 torch, fsspec or the supervisor's own machinery.
@@ -15,17 +16,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointStore", "ExitCode", "__version__", "attach"]
+__all__ = ["CheckpointStore", "ExitCode", "__version__", "attach", "rng"]
 
 if TYPE_CHECKING:
     from supervisor.client import attach
     from supervisor.core.exitcodes import ExitCode
-    from supervisor.storage import CheckpointStore
+    from supervisor.storage import CheckpointStore, rng
 
 _LAZY = {
     "attach": "supervisor.client",
     "CheckpointStore": "supervisor.storage",
     "ExitCode": "supervisor.core.exitcodes",
+    "rng": "supervisor.storage",
 }
 
 

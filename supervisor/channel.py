@@ -26,7 +26,8 @@ aligned):
       0  Q   seq              seqlock: odd while the rank is writing this slot
       8  i   pid
      12  B   state            UNUSED 0, RUNNING 1, FINISHED 2
-     13  B   flags            bit 0: the last commit answered another rank's request
+     13  B   flags            bit 0: the last commit answered another rank's request;
+                              bit 1: the rank died of a checkpoint storage failure
      14  H   reserved
      16  q   step             -1 until the first `step()`
      24  q   beat_ns          CLOCK_MONOTONIC ns of the last beat (step or phase change)
@@ -77,6 +78,7 @@ SLOT_SIZE = 64
 DEFAULT_SLOTS = 256  # local ranks per node; a node has at most a few dozen GPUs
 PHASE_BYTES = 16
 FLAG_CKPT_FOR_PEER = 1  # slot flags byte (offset 13), bit 0
+FLAG_STORAGE_FAILED = 2  # bit 1
 
 _IDENT = struct.Struct("=8sHHI")  # magic, version, slot_count, slot_size
 _HEADER_BODY = struct.Struct("=QIIqqI4x")  # generation, reason, stop, deadline, resume, restarts
@@ -117,6 +119,7 @@ class Slot:
     ckpt_ack: int
     phase: str
     ckpt_for_peer: bool = False  # the last commit answered another rank's request
+    storage_failed: bool = False  # the rank died of a checkpoint storage failure
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ class Channel:
                     ckpt_ack,
                     phase.rstrip(b"\0").decode("utf-8", "replace"),
                     bool(flags & FLAG_CKPT_FOR_PEER),
+                    bool(flags & FLAG_STORAGE_FAILED),
                 )
         return None
 
@@ -335,10 +339,19 @@ class SlotWriter:
         tells this node's supervisor that the trainer will leave too.
         """
         words, at = self._words, self._at
+        flags = self._mm[self._off + _FLAGS_BYTE] & ~FLAG_CKPT_FOR_PEER
         self._begin()
         words[at + _CKPT_STEP_WORD] = ckpt_step
         words[at + _CKPT_ACK_WORD] = ack_generation
-        self._mm[self._off + _FLAGS_BYTE] = FLAG_CKPT_FOR_PEER if for_peer else 0
+        self._mm[self._off + _FLAGS_BYTE] = flags | (FLAG_CKPT_FOR_PEER if for_peer else 0)
+        self._end()
+
+    def mark_storage_failed(self) -> None:
+        """Record that the rank is dying of a checkpoint storage failure (`StorageError`),
+        so supervise classifies the exit as infrastructure, not training."""
+        flags = self._mm[self._off + _FLAGS_BYTE]
+        self._begin()
+        self._mm[self._off + _FLAGS_BYTE] = flags | FLAG_STORAGE_FAILED
         self._end()
 
     def finish(self) -> None:

@@ -7,8 +7,8 @@
         sup.step(step)
 
 Guarantees:
-* Imports only the standard library, `supervisor.channel` and `supervisor.child_contract`;
-  never torch. Safe to import at the top of any training script.
+* Imports only the standard library, `supervisor.channel`, `supervisor.child_contract` and
+  `supervisor.core.errors`; never torch. Safe to import at the top of any training script.
 * Outside supervise (no `SUPERVISE_CHANNEL` in the environment) `attach()` returns a no-op
   handle with the same methods, so one script runs with or without supervise.
 * `step(n)` writes the step and a CLOCK_MONOTONIC timestamp into this rank's slot of the
@@ -24,6 +24,10 @@ Guarantees:
   when it detects a hang. Consequence: a SIGUSR2 sent to the pod (which supervise forwards
   to its child) makes an attached trainer dump its stacks instead of dying, the default
   action. A trainer that installed its own SIGUSR2 handler keeps it and gets no dumps.
+* A rank that dies of an uncaught `StorageError` (the checkpoint store could not reach
+  its storage) says so in its slot before the traceback is printed: attaching wraps
+  `sys.excepthook`, calling the previous hook after. supervise then classifies the exit
+  as INFRA_FAILED, not TRAINING_FAILED, without reading the traceback.
 * Problems here never stop training: a bad channel prints one line to stderr and the
   handle degrades to a no-op. A channel header that cannot be read consistently (the
   supervisor died, or was descheduled, in the middle of writing it) reads as "no request":
@@ -52,6 +56,7 @@ from supervisor.child_contract import (
     STACK_SIGNAL,
     stacks_file_name,
 )
+from supervisor.core.errors import StorageError
 
 __all__ = ["ENV_CHANNEL", "ENV_STACKS_DIR", "Handle", "NoopHandle", "attach"]
 
@@ -159,6 +164,7 @@ class Handle(NoopHandle):
         self._writer.claim(self._pid)
         self.step = self._writer.beat
         atexit.register(self.finish)
+        self._report_storage_deaths()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -218,6 +224,18 @@ class Handle(NoopHandle):
         self._finished = True
         self._writer.finish()
 
+    def _report_storage_deaths(self) -> None:
+        """Mark the slot when the process dies of a `StorageError` (see the module doc)."""
+        previous = sys.excepthook
+        pid, writer = self._pid, self._writer
+
+        def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
+            if os.getpid() == pid and _caused_by_storage(error):
+                writer.mark_storage_failed()
+            previous(kind, error, tb)  # type: ignore[arg-type]
+
+        sys.excepthook = hook
+
     def _register_stack_dump(self, stacks_dir: str) -> None:
         if signal.getsignal(STACK_SIGNAL) is not signal.SIG_DFL:
             return  # the trainer owns SIGUSR2; do not take it away
@@ -230,6 +248,18 @@ class Handle(NoopHandle):
             print(f"supervise: cannot write stack dumps to {path}: {err}", file=sys.stderr)
             return
         faulthandler.register(STACK_SIGNAL, file=self._stacks, all_threads=True, chain=False)
+
+
+def _caused_by_storage(error: BaseException | None) -> bool:
+    """Whether `error`, or an exception it was raised from or while handling, is a
+    `StorageError` (a trainer may wrap it in its own exception)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _agree(flag: bool) -> bool:

@@ -31,7 +31,7 @@ from supervisor.core import outputs as out
 from supervisor.core.actions import Exit, RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
 from supervisor.core.errors import SuperviseError
-from supervisor.core.events import Finding, Watchdog
+from supervisor.core.events import Finding, Source, Urgency, Watchdog
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.matchers import DEFAULT_MATCHER
 from supervisor.hang import stacks
@@ -189,7 +189,27 @@ class Session:
         publish_request(self.channel, request)
 
     def exit_findings(self) -> list[Finding]:
-        """The root cause torchrun recorded, so its "exit 1 for everything" is never the class."""
+        """What explains the exit: ranks that said they died of a checkpoint storage
+        failure, and the root cause torchrun recorded, so its "exit 1 for everything" is
+        never the class."""
+        return [*self._storage_failures(), *self._torchrun_error()]
+
+    def _storage_failures(self) -> list[Finding]:
+        return [
+            Finding(
+                Source.CHECKPOINT,
+                "storage_failed",
+                f"Rank {slot.rank} died of a checkpoint storage failure (StorageError; its "
+                "traceback is on stderr).",
+                ExitCode.INFRA_FAILED,
+                Urgency.ON_EXIT,
+                {"rank": slot.rank},
+            )
+            for slot in self.channel.read_slots()
+            if slot.storage_failed
+        ]
+
+    def _torchrun_error(self) -> list[Finding]:
         if self.plan.error_file is None:
             return []
         try:

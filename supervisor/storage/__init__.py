@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.storage import rng
 from supervisor.storage.backend import Storage
 from supervisor.storage.layout import Manifest
 from supervisor.storage.lifecycle import SaveHandle
@@ -34,6 +35,7 @@ __all__ = [
     "Verification",
     "latest",
     "load_sharded",
+    "rng",
     "save_sharded",
     "steps",
     "verify",

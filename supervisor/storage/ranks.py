@@ -1,10 +1,14 @@
 """The few torch.distributed collectives that checkpointing needs, on a gloo group.
 
 - `world_size()` / `rank()`: 1 and 0 unless a process group is initialised.
-- `rank_zero(work, step)`: every rank calls it; rank 0 runs `work`, then one int is
-  broadcast so the other ranks return (None) only once rank 0 has finished, or raise
+- `rank_zero(work, step, arrival_timeout=None)`: every rank calls it. With a timeout,
+  every rank must first arrive within `arrival_timeout` seconds (a monitored barrier: rank
+  0 names the ranks that did not, instead of blocking forever when a script calls a
+  collective save from rank 0 alone); then rank 0 runs `work`, and one int is broadcast
+  so the other ranks return (None) only once rank 0 has finished, or raise
   `CheckpointError` if rank 0 failed (rank 0 raises its own error).
-- `agree`, `all_ok`, `share`: one flag or one string across ranks.
+- `agree`, `all_ok`, `share`, `gather_to_all`: one flag, one string or one object per rank,
+  across ranks.
 
 The collectives run on a dedicated gloo group (created on first use, collectively), never
 on the training NCCL group, so a slow checkpoint write never trips NCCL's watchdog; others
@@ -18,6 +22,7 @@ torch is imported inside functions only, so importing this module never imports 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from supervisor.core.errors import CheckpointError
@@ -79,8 +84,33 @@ def share(value: str) -> str:
     return box[0]
 
 
-def rank_zero(work: Callable[[], T], step: int) -> T | None:
-    """Run `work` on rank 0; every rank returns once it has finished (others get None)."""
+def gather_to_all(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (pickled in transit only)."""
+    values: list[Any] = [None] * world_size()
+    dist().all_gather_object(values, value, group=_gloo_group())
+    return values
+
+
+def arrive(step: int, arrival_timeout: float) -> None:
+    """Return once every rank has called this; raise `CheckpointError` after
+    `arrival_timeout` seconds, naming the ranks that did not come."""
+    try:
+        dist().monitored_barrier(
+            group=_gloo_group(), timeout=timedelta(seconds=arrival_timeout), wait_all_ranks=True
+        )
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"saving step {step} is a collective: every rank calls save() for it, and not "
+            f"every rank did within {arrival_timeout:g} s ({err}). A script that saves from "
+            "one rank (`if rank == 0: store.save(...)`) should pass collective=False"
+        ) from err
+
+
+def rank_zero(work: Callable[[], T], step: int, arrival_timeout: float | None = None) -> T | None:
+    """Run `work` on rank 0 (once every rank has arrived, given `arrival_timeout`); every
+    rank returns once it has finished (others get None)."""
+    if arrival_timeout is not None:
+        arrive(step, arrival_timeout)
     result, error = None, None
     if dist().get_rank() == 0:
         try:

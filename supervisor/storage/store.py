@@ -45,6 +45,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.core.errors import CheckpointError
 from supervisor.storage import housekeeping, layout, loader, ranks, snapshot, writer
 from supervisor.storage.backend import Storage
 from supervisor.storage.lifecycle import Lifecycle, SaveHandle
@@ -52,8 +53,10 @@ from supervisor.storage.reader import Reader, Verification
 from supervisor.storage.retention import Retention
 
 ENV_DIR = "SUPERVISE_CHECKPOINT_DIR"
-DEFAULT_DIR = "checkpoints"
 DEFAULT_SHARD_BYTES = 256 << 20
+# How long rank 0 waits for every rank to reach a collective save. Ranks reach a save within
+# a step of each other; a rank that never comes is a script saving from rank 0 alone.
+DEFAULT_ARRIVAL_TIMEOUT = 300.0
 
 
 class CheckpointStore:
@@ -63,7 +66,12 @@ class CheckpointStore:
     on every rank: at the end of `save`, and for `save_async` when it settles (`wait` on its
     handle or the store, `close`, the next save; see `lifecycle`). Pass `sup.committed` so
     supervise learns of every commit; it must stay on the training thread, which owns the
-    rank's channel slot."""
+    rank's channel slot.
+
+    `url` defaults to `$SUPERVISE_CHECKPOINT_DIR` (set by `supervise --checkpoint-dir`).
+    There is no default directory: with neither, the constructor raises `CheckpointError`,
+    so a new run never resumes an old one by accident. `arrival_timeout` bounds how long a
+    collective save waits for every rank (see `save`)."""
 
     def __init__(
         self,
@@ -76,9 +84,18 @@ class CheckpointStore:
         writers: int | None = None,
         storage_options: dict[str, Any] | None = None,
         on_commit: Callable[[int], None] | None = None,
+        arrival_timeout: float = DEFAULT_ARRIVAL_TIMEOUT,
     ) -> None:
-        url = os.fspath(url) if url is not None else os.environ.get(ENV_DIR) or DEFAULT_DIR
+        url = os.fspath(url) if url is not None else os.environ.get(ENV_DIR)
+        if not url:
+            raise CheckpointError(
+                "CheckpointStore needs a location: pass a path or URL "
+                "(CheckpointStore('s3://bucket/run-7')), or run under `supervise "
+                f"--checkpoint-dir URL`, which sets {ENV_DIR}. There is no default, so a "
+                "new run never resumes an old one by accident"
+            )
         self.url = url
+        self.arrival_timeout = arrival_timeout
         self.retention = Retention(keep_last, keep_every)
         self.allow_pickle = allow_pickle
         self.shard_bytes = shard_bytes
@@ -134,17 +151,26 @@ class CheckpointStore:
         state: Any,
         metadata: dict[str, Any] | None = None,
         reason: str = "periodic",
+        collective: bool = True,
     ) -> layout.Manifest | None:
         """Write `state` as step `step` and commit it; blocks until durable; the manifest.
 
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
-        and the others return None once the commit is known (see `ranks.rank_zero`)."""
+        and the others return None once the commit is known (see `ranks.rank_zero`). If a
+        rank has not arrived within `arrival_timeout` seconds, rank 0 raises
+        `CheckpointError` naming the missing ranks instead of blocking forever. A script
+        that saves from one rank only (`if rank == 0: store.save(...)`) passes
+        `collective=False`: the caller writes alone, nothing waits for the other ranks, and
+        only the caller's `on_commit` runs (one rank's report is enough for supervise)."""
         self._lifecycle.settle()
 
         def write() -> layout.Manifest:
             return self._write(self._prepare(step, state, metadata, reason, to_host=False))
 
-        manifest = ranks.rank_zero(write, step) if ranks.world_size() > 1 else write()
+        if collective and ranks.world_size() > 1:
+            manifest = ranks.rank_zero(write, step, self.arrival_timeout)
+        else:
+            manifest = write()
         self._lifecycle.announce(step)
         return manifest
 
@@ -154,6 +180,7 @@ class CheckpointStore:
         state: Any,
         metadata: dict[str, Any] | None = None,
         reason: str = "periodic",
+        collective: bool = True,
     ) -> SaveHandle:
         """Snapshot `state` to host memory now and write it in the background.
 
@@ -161,15 +188,17 @@ class CheckpointStore:
         returns, the caller may modify `state` freely. Under torch.distributed every rank
         calls this; only rank 0 snapshots and writes, and every rank returns once rank 0's
         snapshot is taken (raising if it failed). Every rank's handle settles together
-        (see `lifecycle`): rank 0's `wait()` returns the manifest, the others' None."""
+        (see `lifecycle`): rank 0's `wait()` returns the manifest, the others' None.
+        `collective` and the arrival bound are as for `save`."""
         self._lifecycle.settle()
 
         def start() -> Callable[[], layout.Manifest]:
             prepared = self._prepare(step, state, metadata, reason, to_host=True)
             return lambda: self._write(prepared)
 
-        if ranks.world_size() > 1:
-            return self._lifecycle.start(step, ranks.rank_zero(start, step), collective=True)
+        if collective and ranks.world_size() > 1:
+            work = ranks.rank_zero(start, step, self.arrival_timeout)
+            return self._lifecycle.start(step, work, collective=True)
         return self._lifecycle.start(step, start(), collective=False)
 
     def wait(self) -> layout.Manifest | None:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_all_is_pinned() -> None:
-    assert supervisor.__all__ == ["CheckpointStore", "ExitCode", "__version__", "attach"]
+    assert supervisor.__all__ == ["CheckpointStore", "ExitCode", "__version__", "attach", "rng"]
 
 
 def test_readme_table_is_generated_from_the_enum() -> None:

@@ -221,7 +221,8 @@ def test_default_url_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     store.save(1, {"w": torch.ones(1)})
     assert (tmp_path / "from-env" / layout.step_dirname(1) / layout.MARKER).exists()
     monkeypatch.delenv("SUPERVISE_CHECKPOINT_DIR")
-    assert CheckpointStore().url == "checkpoints"
+    with pytest.raises(CheckpointError, match="needs a location"):
+        CheckpointStore()
 
 
 def test_bad_step_reason_and_metadata_are_refused(tmp_path) -> None:
