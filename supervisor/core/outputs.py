@@ -172,6 +172,14 @@ class Stopping(Output):
     kill_in_s: float
 
 
+class LeaveRequested(Output):
+    """The checkpoint is in: the trainer was asked to exit by itself; SIGTERM in `term_in_s`."""
+
+    name = "leave_requested"
+    reason: str
+    term_in_s: float
+
+
 class SignalForwarded(Output):
     """A signal from outside was passed on to the child."""
 

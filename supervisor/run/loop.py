@@ -30,6 +30,7 @@ from supervisor.core.actions import (
     Exit,
     KillTree,
     RequestCheckpoint,
+    RequestStop,
     Respawn,
     SignalChild,
 )
@@ -75,6 +76,9 @@ class Edges(Protocol):
 
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         """Ask the training ranks to checkpoint."""
+
+    def request_stop(self) -> None:
+        """Ask the training ranks to exit by themselves (their checkpoint is committed)."""
 
     def exit_findings(self) -> Sequence[Finding]:
         """Evidence only readable once the child is gone, weighed before its exit."""
@@ -290,6 +294,8 @@ class Supervisor:
                     self.outputs.emit(out.TreeKilled(processes=killed))
             case RequestCheckpoint():
                 self.edges.request_checkpoint(action)
+            case RequestStop():
+                self.edges.request_stop()
             case Decided(code=code, reason=reason, evidence=evidence):
                 self.edges.decided(Exit(code, reason, evidence))
             case Respawn(attempt=attempt):

@@ -41,7 +41,12 @@ from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
 from supervisor.run.plan import Plan
-from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
+from supervisor.watch.handshake import (
+    HandshakeWatcher,
+    publish_attempt,
+    publish_request,
+    publish_stop,
+)
 from supervisor.watch.phases import PhaseClock
 from supervisor.watch.sample import Watcher
 from supervisor.watch.sampler import Sampler
@@ -187,6 +192,9 @@ class Session:
 
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         publish_request(self.channel, request)
+
+    def request_stop(self) -> None:
+        publish_stop(self.channel)
 
     def exit_findings(self) -> list[Finding]:
         """The root cause torchrun recorded, so its "exit 1 for everything" is never the class."""
