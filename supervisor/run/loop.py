@@ -259,6 +259,7 @@ class Supervisor:
         for pid, status in children.reap():
             if self._child is not None and pid == self._child.pid:
                 self._child.popen.returncode = status.exit_status or -(status.signal or 0)
+                children.release_terminal(self._child)
                 # The child's last words decide its class ("Watchdog caught collective
                 # operation timeout", then SIGABRT): take the rest of the tree down so the
                 # pipes reach EOF, let the pumps finish, and weigh their findings first.
@@ -310,6 +311,7 @@ class Supervisor:
             watchdog.stop()
         children.kill_tree()
         children.reap()
+        children.release_terminal(self._child)
         self._retire_attempt()  # already done if the child exited; not after a spawn failure
         verdict = self.edges.settle(verdict)
         self.edges.close(verdict.code, self.outputs)
