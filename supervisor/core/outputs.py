@@ -260,10 +260,11 @@ class CalibrationNotSaved(Output):
 
 
 class RunDirKept(Output):
-    """The run directory (stack dumps, Flight Recorder files) is kept at `path` as evidence."""
+    """The run directory is kept at `path`: it `holds` evidence (stacks, flight_recorder)."""
 
     name = "run_dir_kept"
     path: str
+    holds: tuple[str, ...] = ()
 
 
 # -------------------------------------------------------------------------- the verdict
