@@ -6,7 +6,7 @@ channel is hot), so a directory left behind costs memory until the machine reboo
 
 Guarantees:
 
-* `make_run_dir` creates `<base>/supervise-XXXXXXXX`, mode 0700, with a `lock` file that
+* `make_run_dir` creates `<base>/supervise-run-XXXXXXXX`, mode 0700, with a `lock` file that
   this process holds an exclusive `flock` on until `release` (or until it dies: the kernel
   drops the lock with the process, whatever killed it). The lock's descriptor is
   close-on-exec, so the training command never holds it.
@@ -14,7 +14,8 @@ Guarantees:
   prefix, owned by this user, holding a `lock` file that nobody holds (their supervise has
   ended), all but the newest `KEEP` (by modification time) are removed. A live run's
   directory is never touched, nor anything of another user, nor a directory without a lock
-  file (one made by an older supervise, which cannot be told apart from a live one).
+  file. Directories made by older releases (`supervise-XXXXXXXX`, no lock, so a live one
+  cannot be told apart) are never touched.
 * `holds_evidence` is true when the directory holds a non-empty stack dump or a Flight
   Recorder dump: the only reason to keep it after the run.
 
@@ -31,7 +32,9 @@ import shutil
 import stat
 import tempfile
 
-PREFIX = "supervise-"
+# Not a name older releases could make ("supervise-" plus 8 of [a-z0-9_]): pruning then
+# looks at no other directory, and costs one scandir however many others /dev/shm holds.
+PREFIX = "supervise-run-"
 LOCK = "lock"
 KEEP = 10  # kept run directories per user and machine, besides the live ones
 EVIDENCE = ("stacks", "flight_recorder")  # subdirectories whose non-empty files are evidence
