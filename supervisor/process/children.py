@@ -8,9 +8,9 @@ Guarantees:
 * The direct child gets `PR_SET_PDEATHSIG = SIGKILL`: if supervise is killed outright, the
   kernel kills the child. When supervise is PID 1 of a PID namespace (a container's
   entrypoint), the kernel also kills every other process in the namespace, so the whole tree
-  goes. Outside a namespace, grandchildren that escaped into their own sessions (torchrun's
-  workers do) survive an uncatchable kill of supervise; everywhere else `kill_tree` takes
-  them down.
+  goes. Outside a namespace, the rest of the tree (the child's group, torchrun's workers in
+  their own sessions) is taken down by the sentinel (`supervisor.process.sentinel`);
+  everywhere else `kill_tree` takes it down.
 * supervise is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of the tree are
   reparented to it, `reap` collects them, and `kill_tree` can find every descendant.
 * `reap` never blocks and reaps every zombie, not just the direct child.
@@ -196,12 +196,21 @@ def reap() -> list[tuple[int, ChildStatus]]:
     return reaped
 
 
+_spared: set[int] = set()  # descendants that are not part of the tree: the sentinel
+
+
+def spare(pid: int) -> None:
+    """Leave `pid` (a helper of supervise's own, not the command's) out of `descendants`."""
+    _spared.add(pid)
+
+
 def descendants() -> list[int]:
-    """Every live process below this one (works because we are a subreaper)."""
+    """Every live process below this one but the spared (works because we are a subreaper)."""
     try:
-        return [p.pid for p in psutil.Process().children(recursive=True)]
+        below = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
+    return [p.pid for p in below if p.pid not in _spared]
 
 
 def kill_tree(rounds: int = 50) -> int:

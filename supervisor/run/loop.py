@@ -50,9 +50,9 @@ from supervisor.core.events import (
 )
 from supervisor.core.exitcodes import ExitCode
 from supervisor.outputs import Outputs
-from supervisor.process import children
+from supervisor.process import children, sentinel
 from supervisor.process.logpump import Activity, LogPump, Matcher
-from supervisor.run.plan import Plan
+from supervisor.run.plan import ENV_RUN_DIR, Plan
 
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
 _WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
@@ -165,6 +165,11 @@ class Supervisor:
     def run(self) -> ExitCode:
         """Spawn, watch, decide, and clean up. Returns the class to exit with."""
         signals = _Signals()
+        # Outlives a SIGKILL of supervise to take the tree down: every process of it carries
+        # the run directory in its environment (attempt_env).
+        guard = sentinel.start(f"{ENV_RUN_DIR}={self.plan.run_dir}")
+        if guard is not None:
+            children.spare(guard.pid)
         try:
             children.become_subreaper()
             for fd in (1, 2):  # where the pumps write: the container runtime's pipes
@@ -177,8 +182,13 @@ class Supervisor:
                 self._wait_and_dispatch(signals)
                 if self._relaunch is not None and self._exit is None:
                     self._launch(self._relaunch)
-            return self._finish(self._exit)
+            code = self._finish(self._exit)
+            if guard is not None:
+                guard.disarm()  # the tree is gone; after an exception, the sentinel checks
+            return code
         finally:
+            if guard is not None:
+                guard.close()
             signals.close()
             self._inbox.close()
 
