@@ -45,6 +45,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031  # linux/fcntl.h; Python exposes it only from 3.10 on some builds
 PIPE_SIZE = 1 << 20
+_spared: set[int] = set()  # descendants that are not part of the tree: the sentinel
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -131,6 +132,11 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
     At a terminal the child's group becomes its foreground group (see the module notes).
     """
     terminal = _own_terminal()
+    if terminal:
+        # In the background now, supervise's own writes to the terminal (events, the
+        # child's output) must not stop it where `stty tostop` is set.
+        with contextlib.suppress(ValueError):  # not the main thread: left as it is
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -182,7 +188,9 @@ def send(pid: int, signum: int) -> bool:
 
 
 def reap() -> list[tuple[int, ChildStatus]]:
-    """Collect every exited child without blocking: the direct child and reparented orphans."""
+    """Collect every exited child without blocking: the direct child and reparented orphans.
+
+    Spared helpers (the sentinel) are reaped too, but not returned: they are not the tree."""
     reaped: list[tuple[int, ChildStatus]] = []
     while True:
         try:
@@ -191,12 +199,9 @@ def reap() -> list[tuple[int, ChildStatus]]:
             break
         if pid == 0:
             break
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        if (os.WIFEXITED(status) or os.WIFSIGNALED(status)) and pid not in _spared:
             reaped.append((pid, ChildStatus.from_wait_status(status)))
     return reaped
-
-
-_spared: set[int] = set()  # descendants that are not part of the tree: the sentinel
 
 
 def spare(pid: int) -> None:
