@@ -8,6 +8,7 @@ trainer writes every pid to a file; the test SIGKILLs supervise and watches them
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -80,6 +81,39 @@ def test_sigkilled_supervise_leaves_no_torchrun_worker_behind(tmp_path: Path) ->
             time.sleep(0.05)
         survivors = [pid for pid in tree if _alive(pid)]
         assert not survivors, f"survived a SIGKILLed supervise: {survivors}"
+    finally:
+        for pid in tree:
+            if _alive(pid):
+                psutil.Process(pid).kill()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigkilled_supervise_leaves_neither_its_childs_group_nor_a_new_session(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        f"sleep 1000 & echo $! > {pids}; "  # stays in the child's group
+        f"setsid sleep 1000 & echo $! >> {pids}; "  # a session of its own
+        "echo ready; wait"
+    )
+    argv = [SUPERVISE, "--termination-log", os.devnull, "--event-log", os.devnull]
+    proc = subprocess.Popen(
+        [*argv, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+    )
+    tree: list[int] = []
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        tree = [int(pid) for pid in pids.read_text().split()]
+        assert len(tree) == 2 and all(_alive(pid) for pid in tree)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while [pid for pid in tree if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in tree if _alive(pid)], "survived a SIGKILLed supervise"
     finally:
         for pid in tree:
             if _alive(pid):
