@@ -118,6 +118,17 @@ class NoopHandle:
         """Why the pending request was made: "preempted", "degraded", ...; None if none."""
         return None
 
+    @property
+    def stop_requested(self) -> bool:
+        """True once supervise asks training to exit (never, here).
+
+        supervise raises it after the checkpoint it asked for is committed; a trainer that
+        saves and then breaks out of its loop never needs to read it. One that keeps going
+        after saving should exit when it turns True: otherwise it gets SIGTERM once the
+        shutdown timeout has passed.
+        """
+        return False
+
     def should_checkpoint(self, step: int, every: int = 1) -> bool:
         """Whether every rank should save at this step boundary.
 
@@ -185,6 +196,11 @@ class Handle(NoopHandle):
         One read of the channel header: a few microseconds, no syscalls. Never raises.
         """
         return self._pending() is not None
+
+    @property
+    def stop_requested(self) -> bool:
+        header = self._header()
+        return header is not None and header.stop_requested
 
     @property
     def checkpoint_reason(self) -> str | None:

@@ -40,6 +40,11 @@ class RequestCheckpoint:
 
 
 @dataclass(frozen=True)
+class RequestStop:
+    """Ask training, through the channel, to exit by itself (its checkpoint is committed)."""
+
+
+@dataclass(frozen=True)
 class Respawn:
     """Start the training command again (an in-pod restart); `attempt` counts from 1."""
 
@@ -66,4 +71,6 @@ class Exit:
     evidence: tuple[Finding, ...]
 
 
-Action = SignalChild | KillTree | RequestCheckpoint | Respawn | Output | Decided | Exit
+Action = (
+    SignalChild | KillTree | RequestCheckpoint | RequestStop | Respawn | Output | Decided | Exit
+)

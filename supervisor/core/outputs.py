@@ -172,6 +172,14 @@ class Stopping(Output):
     kill_in_s: float
 
 
+class LeaveRequested(Output):
+    """The checkpoint is in: the trainer was asked to exit by itself; SIGTERM in `term_in_s`."""
+
+    name = "leave_requested"
+    reason: str
+    term_in_s: float
+
+
 class SignalForwarded(Output):
     """A signal from outside was passed on to the child."""
 
@@ -252,10 +260,11 @@ class CalibrationNotSaved(Output):
 
 
 class RunDirKept(Output):
-    """The run directory (stack dumps, Flight Recorder files) is kept at `path` as evidence."""
+    """The run directory is kept at `path`: it `holds` evidence (stacks, flight_recorder)."""
 
     name = "run_dir_kept"
     path: str
+    holds: tuple[str, ...] = ()
 
 
 # -------------------------------------------------------------------------- the verdict

@@ -10,7 +10,9 @@ Phases:
     STARTING --ChildStarted--> RUNNING
     RUNNING --stop signal, or a CHECKPOINT finding, trainer attached--> CHECKPOINTING
     RUNNING --stop signal / STOP finding (or CHECKPOINT, trainer not attached)--> STOPPING
-    CHECKPOINTING --CheckpointCommitted, or its deadline passes--> STOPPING
+    CHECKPOINTING --CheckpointCommitted--> LEAVING             (RequestStop on the channel)
+    CHECKPOINTING --its deadline passes--> STOPPING
+    LEAVING --Tick past the deadline--> STOPPING               (the trainer is still there)
     STOPPING --Tick past the deadline--> KILLED               (SIGKILL the tree)
     any live phase --ChildExited--> DONE, or BACKOFF when the class is restartable
     BACKOFF --Tick past the backoff--> STARTING               (Respawn)
@@ -18,8 +20,16 @@ Phases:
 
 Budgets. After an outside SIGTERM the whole `grace_period` must fit the pod's
 terminationGracePeriodSeconds: an attached trainer gets `grace_period - shutdown_timeout`
-to commit a checkpoint, then `shutdown_timeout` to exit after SIGTERM, then the tree is
-SIGKILLed. A degraded GPU has no kubelet deadline; `degraded_deadline` bounds it anyway.
+to commit a checkpoint, then `shutdown_timeout` to exit, then the tree is SIGKILLed.
+
+After a commit the trainer is not signalled at once: it is already leaving (save, then
+break), and a SIGTERM landing in its interpreter shutdown would kill it for nothing. The
+channel's stop flag is raised instead (`RequestStop`) and the trainer has
+`shutdown_timeout` to exit by itself; only a trainer still there then gets SIGTERM, and
+SIGKILL `shutdown_timeout` later. Where the kubelet's budget (`stop_by`) is nearer, both
+fit inside it: at least half of what is left is kept for the SIGTERM.
+
+A degraded GPU has no kubelet deadline; `degraded_deadline` bounds it anyway.
 A run supervise stops for a failure (hang, failed GPU) gets `failure_grace`.
 
 `TRANSITIONS` is the whole table; `describe()` prints it.
@@ -38,6 +48,7 @@ from supervisor.core.actions import (
     Exit,
     KillTree,
     RequestCheckpoint,
+    RequestStop,
     Respawn,
     SignalChild,
 )
@@ -69,6 +80,7 @@ class Phase(enum.StrEnum):
     STARTING = "starting"  # the command is being spawned
     RUNNING = "running"
     CHECKPOINTING = "checkpointing"  # a checkpoint was requested; waiting for its commit
+    LEAVING = "leaving"  # committed; the trainer was asked to exit; SIGTERM at `deadline`
     STOPPING = "stopping"  # the child was sent SIGTERM; SIGKILL at `deadline`
     KILLED = "killed"  # the tree was SIGKILLed; waiting for the child to be reaped
     BACKOFF = "backoff"  # waiting to restart the command in place
@@ -126,6 +138,19 @@ def _stop(state: State, at: float, grace: float, why: str, signum: int = SIGTERM
     )
 
 
+def _leave(config: Config, state: State, at: float, why: str) -> Result:
+    """Ask the trainer to exit by itself; SIGTERM at `deadline` if it has not.
+
+    It gets `shutdown_timeout`; before `stop_by`, at least half of the time left is kept
+    for the SIGTERM and the SIGKILL after it."""
+    deadline = at + config.shutdown_timeout
+    if state.stop_by is not None:
+        deadline = max(at, min(deadline, at + (state.stop_by - at) / 2))
+    leaving = replace(state, phase=Phase.LEAVING, deadline=deadline)
+    said = out.LeaveRequested(reason=why, term_in_s=round(deadline - at, 3))
+    return leaving, (said, RequestStop())
+
+
 def _request_checkpoint(state: State, at: float, budget: float, reason: str, why: str) -> Result:
     generation = state.generation + 1
     deadline = at + max(0.0, budget)
@@ -180,8 +205,8 @@ def _committed(config: Config, state: State, event: CheckpointCommitted) -> Resu
     )
     if state.phase is Phase.CHECKPOINTING and event.generation >= state.generation:
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, True)))
-        state, stop = _stop(state, event.at, config.shutdown_timeout, "checkpoint committed")
-        actions += stop
+        state, leave = _leave(config, state, event.at, "checkpoint committed")
+        actions += leave
     elif event.for_peer and state.phase is Phase.RUNNING:
         # Another node's pod is leaving and every rank saved with it. This trainer leaves
         # too; its pod must be replaced with the others (PEER_LEFT: Ignore), not marked
@@ -196,8 +221,8 @@ def _committed(config: Config, state: State, event: CheckpointCommitted) -> Resu
             {"step": event.step},
         )
         state = replace(state, findings=(*state.findings, left))
-        state, stop = _stop(state, event.at, config.shutdown_timeout, left.summary)
-        actions += (_decided(state), *stop)
+        state, leave = _leave(config, state, event.at, left.summary)
+        actions += (_decided(state), *leave)
     return state, actions
 
 
@@ -234,6 +259,8 @@ def _signal(config: Config, state: State, event: SignalReceived) -> Result:
     if state.phase is Phase.CHECKPOINTING:  # keep saving, but within the kubelet's budget
         deadline = min(state.deadline or event.at, state.stop_by - config.shutdown_timeout)
         return replace(state, deadline=deadline), (out.SignalReceived(signal=name),)
+    if state.phase is Phase.LEAVING:  # the stop is asked for already: now by signal
+        return _stop(state, event.at, config.shutdown_timeout, f"{name} received", event.signum)
     # Already stopping: pass it on (a second Ctrl-C reaches the trainer), keep the deadline.
     return state, (out.SignalForwarded(signal=name), SignalChild(event.signum))
 
@@ -269,9 +296,9 @@ def _found(config: Config, state: State, event: Found) -> Result:
             return state, actions + more
     if state.phase is Phase.BACKOFF and finding.urgency is Urgency.STOP:
         return _finish(state, None)
-    if finding.exit_code is ExitCode.PEER_LEFT and state.phase is Phase.CHECKPOINTING:
+    if finding.exit_code is ExitCode.PEER_LEFT and state.phase in _ENDING_BY_ITSELF:
         return state, actions  # the checkpoint under way ends this run within its deadline
-    if finding.urgency is Urgency.STOP and state.phase in (Phase.RUNNING, Phase.CHECKPOINTING):
+    if finding.urgency is Urgency.STOP and state.phase in (Phase.RUNNING, *_ENDING_BY_ITSELF):
         state, stop = _stop(state, event.at, config.failure_grace, finding.summary)
         return state, (*actions, _decided(state), *stop)
     if finding.urgency is Urgency.CHECKPOINT and state.phase is Phase.RUNNING:
@@ -291,6 +318,9 @@ def _tick(config: Config, state: State, event: Tick) -> Result:
     if state.phase is Phase.CHECKPOINTING:
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, False)))
         return _stop(state, event.at, config.shutdown_timeout, "checkpoint deadline passed")
+    if state.phase is Phase.LEAVING:
+        why = "the trainer had not exited after its checkpoint"
+        return _stop(state, event.at, config.shutdown_timeout, why)
     if state.phase is Phase.STOPPING:
         killed = replace(state, phase=Phase.KILLED, deadline=None)
         return killed, (out.GraceExpired(), KillTree())
@@ -356,7 +386,8 @@ def _ignore(config: Config, state: State, event: Event) -> Result:
     return state, ()
 
 
-_LIVE = (Phase.RUNNING, Phase.CHECKPOINTING, Phase.STOPPING, Phase.KILLED)
+_LIVE = (Phase.RUNNING, Phase.CHECKPOINTING, Phase.LEAVING, Phase.STOPPING, Phase.KILLED)
+_ENDING_BY_ITSELF = (Phase.CHECKPOINTING, Phase.LEAVING)
 
 TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     (Phase.STARTING, ChildStarted): _started,
@@ -366,7 +397,10 @@ TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     **{(phase, Attached): _attached for phase in _LIVE},
     **{(phase, CheckpointCommitted): _committed for phase in (*_LIVE, Phase.BACKOFF)},
     **{(phase, ChildExited): _exited for phase in _LIVE},
-    **{(phase, Tick): _tick for phase in (Phase.CHECKPOINTING, Phase.STOPPING, Phase.BACKOFF)},
+    **{
+        (phase, Tick): _tick
+        for phase in (Phase.CHECKPOINTING, Phase.LEAVING, Phase.STOPPING, Phase.BACKOFF)
+    },
 }
 """(phase, event type) → handler. Pairs not listed leave the state unchanged, no actions."""
 

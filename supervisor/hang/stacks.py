@@ -6,8 +6,8 @@ to ranks whose stacks file exists (a process without that handler would be kille
 SIGUSR2's default action), then reads what each appended. faulthandler writes from inside
 the signal handler, in C, so a rank blocked in a C call (a gloo or NCCL wait) still dumps.
 A rank that wrote nothing within the timeout is tried with `py-spy dump` when py-spy is on
-PATH (it needs ptrace permission, CAP_SYS_PTRACE in most containers); else it is listed as
-missing.
+PATH (it needs ptrace permission, CAP_SYS_PTRACE in most containers); a dump with no
+thread frames (only py-spy's header) does not count. Else the rank is listed as missing.
 
 Flight Recorder (PyTorch ProcessGroupNCCL; names checked against torch 2.13's
 ProcessGroupNCCL.hpp and FlightRecorder.hpp):
@@ -194,7 +194,26 @@ def py_spy_dump(pid: int, timeout: float) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout[:_MAX_STACK_CHARS] if done.returncode == 0 and done.stdout else None
+    if done.returncode != 0 or not has_frames(done.stdout):
+        return None
+    return done.stdout[:_MAX_STACK_CHARS]
+
+
+def has_frames(dump: str) -> bool:
+    """Whether a `py-spy dump` shows at least one frame of one thread.
+
+    Its output is a header ("Process <pid>: <cmd>", "Python v<version> (<exe>)"), then per
+    thread a `Thread <tid> ...` line followed by indented frame lines. A dump of a process
+    that py-spy could attach to but not read (no threads, or threads with no frames) is only
+    the header: that is no stack, and the rank stays missing.
+    """
+    in_thread = False
+    for line in dump.splitlines():
+        if line.startswith("Thread "):
+            in_thread = True
+        elif in_thread and line[:1].isspace() and line.strip():
+            return True
+    return False
 
 
 def waiting_in_collective(stack_text: str) -> bool:

@@ -8,12 +8,18 @@ Guarantees:
 * The direct child gets `PR_SET_PDEATHSIG = SIGKILL`: if supervise is killed outright, the
   kernel kills the child. When supervise is PID 1 of a PID namespace (a container's
   entrypoint), the kernel also kills every other process in the namespace, so the whole tree
-  goes. Outside a namespace, grandchildren that escaped into their own sessions (torchrun's
-  workers do) survive an uncatchable kill of supervise; everywhere else `kill_tree` takes
-  them down.
+  goes. Outside a namespace, the rest of the tree (the child's group, torchrun's workers in
+  their own sessions) is taken down by the sentinel (`supervisor.process.sentinel`);
+  everywhere else `kill_tree` takes it down.
 * supervise is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of the tree are
   reparented to it, `reap` collects them, and `kill_tree` can find every descendant.
 * `reap` never blocks and reaps every zombie, not just the direct child.
+* At a terminal (stdin is a tty whose foreground process group is supervise's), the child's
+  group becomes the terminal's foreground group before it execs, as tini does: `input()`,
+  `breakpoint()` and pdb then read the terminal instead of being stopped by SIGTTIN, and
+  Ctrl-C reaches the trainer directly, as without supervise. `release_terminal`
+  gives the terminal back to supervise's group once the child is gone. Elsewhere (a pod, a
+  pipe, supervise in the background) nothing changes.
 
 Everything here runs on the loop's thread (the main thread), except `spawn`'s pre-exec
 hook, which runs in the forked child before exec.
@@ -39,6 +45,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031  # linux/fcntl.h; Python exposes it only from 3.10 on some builds
 PIPE_SIZE = 1 << 20
+_spared: set[int] = set()  # descendants that are not part of the tree: the sentinel
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -61,19 +68,54 @@ def become_subreaper() -> bool:
 
 @dataclass(frozen=True)
 class Spawned:
-    """A started child. `stdout`/`stderr` are the read ends of its pipes (caller closes)."""
+    """A started child. `stdout`/`stderr` are the read ends of its pipes (caller closes).
+
+    `terminal` is True when the child's group was made the terminal's foreground group."""
 
     pid: int
     stdout: int
     stderr: int
     popen: subprocess.Popen[bytes]
+    terminal: bool = False
 
 
-def _make_pre_exec(parent: int):  # type: ignore[no-untyped-def]
+def _own_terminal() -> bool:
+    """Whether stdin is a terminal whose foreground process group is ours."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _set_foreground(pgid: int) -> bool:
+    """Make `pgid` the foreground group of the terminal on stdin.
+
+    SIGTTOU is blocked meanwhile in the calling thread: a background group that changes the
+    foreground is otherwise stopped by it (tcsetpgrp(3)). False where the terminal refuses."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTTOU,))
+    try:
+        os.tcsetpgrp(0, pgid)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def release_terminal(child: Spawned | None) -> None:
+    """Give the terminal back to supervise's group if `child` took it. Never raises."""
+    if child is not None and child.terminal:
+        _set_foreground(os.getpgrp())
+
+
+def _make_pre_exec(parent: int, terminal: bool):  # type: ignore[no-untyped-def]
     def pre_exec() -> None:
-        # Runs in the forked child: reset what exec would otherwise carry over.
+        # Runs in the forked child, after setpgid: reset what exec would otherwise carry
+        # over, then take the terminal (before the mask is cleared: SIGTTOU stays blocked).
         for signum in _CATCHABLE:
             signal.signal(signum, signal.SIG_DFL)
+        if terminal:
+            _set_foreground(os.getpgrp())
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # supervise died between fork and prctl
@@ -87,7 +129,14 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
 
     Raises `SpawnError` (CONFIG_ERROR) with a one-line fix when the command cannot run.
     Call before starting threads where possible: the pre-exec hook runs after fork.
+    At a terminal the child's group becomes its foreground group (see the module notes).
     """
+    terminal = _own_terminal()
+    if terminal:
+        # In the background now, supervise's own writes to the terminal (events, the
+        # child's output) must not stop it where `stty tostop` is set.
+        with contextlib.suppress(ValueError):  # not the main thread: left as it is
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -96,7 +145,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             process_group=0,
-            preexec_fn=_make_pre_exec(os.getpid()),  # only a pre-exec hook can set pdeathsig
+            preexec_fn=_make_pre_exec(os.getpid(), terminal),  # only it can set pdeathsig
             close_fds=True,
         )
     except FileNotFoundError:
@@ -118,7 +167,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Spawned:
     popen.stderr.close()
     for fd in (stdout, stderr):
         widen_pipe(fd)
-    return Spawned(popen.pid, stdout, stderr, popen)
+    return Spawned(popen.pid, stdout, stderr, popen, terminal)
 
 
 def widen_pipe(fd: int) -> None:
@@ -139,7 +188,9 @@ def send(pid: int, signum: int) -> bool:
 
 
 def reap() -> list[tuple[int, ChildStatus]]:
-    """Collect every exited child without blocking: the direct child and reparented orphans."""
+    """Collect every exited child without blocking: the direct child and reparented orphans.
+
+    Spared helpers (the sentinel) are reaped too, but not returned: they are not the tree."""
     reaped: list[tuple[int, ChildStatus]] = []
     while True:
         try:
@@ -148,17 +199,23 @@ def reap() -> list[tuple[int, ChildStatus]]:
             break
         if pid == 0:
             break
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        if (os.WIFEXITED(status) or os.WIFSIGNALED(status)) and pid not in _spared:
             reaped.append((pid, ChildStatus.from_wait_status(status)))
     return reaped
 
 
+def spare(pid: int) -> None:
+    """Leave `pid` (a helper of supervise's own, not the command's) out of `descendants`."""
+    _spared.add(pid)
+
+
 def descendants() -> list[int]:
-    """Every live process below this one (works because we are a subreaper)."""
+    """Every live process below this one but the spared (works because we are a subreaper)."""
     try:
-        return [p.pid for p in psutil.Process().children(recursive=True)]
+        below = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
+    return [p.pid for p in below if p.pid not in _spared]
 
 
 def kill_tree(rounds: int = 50) -> int:

@@ -30,6 +30,7 @@ from supervisor.core.actions import (
     Exit,
     KillTree,
     RequestCheckpoint,
+    RequestStop,
     Respawn,
     SignalChild,
 )
@@ -49,9 +50,9 @@ from supervisor.core.events import (
 )
 from supervisor.core.exitcodes import ExitCode
 from supervisor.outputs import Outputs
-from supervisor.process import children
+from supervisor.process import children, sentinel
 from supervisor.process.logpump import Activity, LogPump, Matcher
-from supervisor.run.plan import Plan
+from supervisor.run.plan import ENV_RUN_DIR, Plan
 
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
 _WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
@@ -75,6 +76,9 @@ class Edges(Protocol):
 
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         """Ask the training ranks to checkpoint."""
+
+    def request_stop(self) -> None:
+        """Ask the training ranks to exit by themselves (their checkpoint is committed)."""
 
     def exit_findings(self) -> Sequence[Finding]:
         """Evidence only readable once the child is gone, weighed before its exit."""
@@ -161,6 +165,11 @@ class Supervisor:
     def run(self) -> ExitCode:
         """Spawn, watch, decide, and clean up. Returns the class to exit with."""
         signals = _Signals()
+        # Outlives a SIGKILL of supervise to take the tree down: every process of it carries
+        # the run directory in its environment (attempt_env).
+        guard = sentinel.start(f"{ENV_RUN_DIR}={self.plan.run_dir}")
+        if guard is not None:
+            children.spare(guard.pid)
         try:
             children.become_subreaper()
             for fd in (1, 2):  # where the pumps write: the container runtime's pipes
@@ -173,8 +182,13 @@ class Supervisor:
                 self._wait_and_dispatch(signals)
                 if self._relaunch is not None and self._exit is None:
                     self._launch(self._relaunch)
-            return self._finish(self._exit)
+            code = self._finish(self._exit)
+            if guard is not None:
+                guard.disarm()  # the tree is gone; after an exception, the sentinel checks
+            return code
         finally:
+            if guard is not None:
+                guard.close()
             signals.close()
             self._inbox.close()
 
@@ -255,6 +269,7 @@ class Supervisor:
         for pid, status in children.reap():
             if self._child is not None and pid == self._child.pid:
                 self._child.popen.returncode = status.exit_status or -(status.signal or 0)
+                children.release_terminal(self._child)
                 # The child's last words decide its class ("Watchdog caught collective
                 # operation timeout", then SIGABRT): take the rest of the tree down so the
                 # pipes reach EOF, let the pumps finish, and weigh their findings first.
@@ -290,6 +305,8 @@ class Supervisor:
                     self.outputs.emit(out.TreeKilled(processes=killed))
             case RequestCheckpoint():
                 self.edges.request_checkpoint(action)
+            case RequestStop():
+                self.edges.request_stop()
             case Decided(code=code, reason=reason, evidence=evidence):
                 self.edges.decided(Exit(code, reason, evidence))
             case Respawn(attempt=attempt):
@@ -304,6 +321,7 @@ class Supervisor:
             watchdog.stop()
         children.kill_tree()
         children.reap()
+        children.release_terminal(self._child)
         self._retire_attempt()  # already done if the child exited; not after a spawn failure
         verdict = self.edges.settle(verdict)
         self.edges.close(verdict.code, self.outputs)

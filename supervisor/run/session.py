@@ -9,8 +9,8 @@ only readable once the child is gone, the gang's say in the verdict (`decided`, 
 through this pod's `Member` of the run ledger, when there is one), and `close`.
 
 `close` persists what should outlive the run (the hang calibration) and removes the run
-directory unless the run failed, when its stack dumps and Flight Recorder files are
-evidence.
+directory unless it holds evidence (stack dumps, Flight Recorder files): then it is kept,
+said in a `run_dir_kept` event, and bounded with the others (`supervisor.run.rundir`).
 
 Layer: L3, next to the loop; it is the one place that knows which edges a run uses.
 """
@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -40,8 +38,14 @@ from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
+from supervisor.run import rundir
 from supervisor.run.plan import Plan
-from supervisor.watch.handshake import HandshakeWatcher, publish_attempt, publish_request
+from supervisor.watch.handshake import (
+    HandshakeWatcher,
+    publish_attempt,
+    publish_request,
+    publish_stop,
+)
 from supervisor.watch.phases import PhaseClock
 from supervisor.watch.sample import Watcher
 from supervisor.watch.sampler import Sampler
@@ -53,9 +57,9 @@ if TYPE_CHECKING:  # the gang's machinery is imported only by a run that has a l
 
 def make_run_dir() -> str:
     """A new 0700 directory, on memory-backed storage where there is one (the channel is
-    hot), for one run's channel, stack dumps and Flight Recorder files."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="supervise-", dir=base)
+    hot), for one run's channel, stack dumps and Flight Recorder files. Old ones that were
+    kept are pruned first (`supervisor.run.rundir`)."""
+    return rundir.make_run_dir()
 
 
 class Session:
@@ -188,6 +192,9 @@ class Session:
     def request_checkpoint(self, request: RequestCheckpoint) -> None:
         publish_request(self.channel, request)
 
+    def request_stop(self) -> None:
+        publish_stop(self.channel)
+
     def exit_findings(self) -> list[Finding]:
         """What explains the exit: ranks that said they died of a checkpoint storage
         failure, and the root cause torchrun recorded, so its "exit 1 for everything" is
@@ -254,10 +261,10 @@ class Session:
             except OSError as err:
                 outputs.emit(out.CalibrationNotSaved(path=path, error=str(err)))
         self.channel.close()
-        if code is ExitCode.SUCCEEDED:
-            shutil.rmtree(self.plan.run_dir, ignore_errors=True)
-        else:
-            outputs.emit(out.RunDirKept(path=self.plan.run_dir))
+        evidence = rundir.holds_evidence(self.plan.run_dir)
+        rundir.release(self.plan.run_dir, remove=not evidence)
+        if evidence:
+            outputs.emit(out.RunDirKept(path=self.plan.run_dir, holds=tuple(evidence)))
 
 
 def _collect(

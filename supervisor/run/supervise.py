@@ -17,7 +17,6 @@ when nothing was started.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import time
@@ -37,6 +36,7 @@ from supervisor.run.loop import Supervisor
 
 if TYPE_CHECKING:
     from supervisor.run.gang import Member
+from supervisor.run import rundir
 from supervisor.run.plan import Launch, Plan, build_plan
 from supervisor.run.session import Session, make_run_dir
 from supervisor.watch import steptime
@@ -88,7 +88,7 @@ def supervise(
         return Supervisor(plan, session, outputs).run()
     finally:
         if not started:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            rundir.release(run_dir, remove=True)
         outputs.close()
 
 

@@ -4,6 +4,8 @@
   number (one more than the last), the reason, and the deadline in CLOCK_MONOTONIC
   nanoseconds (the clock the ranks read too). A rank sees it on its next
   `sup.checkpoint_requested` / `sup.should_checkpoint(step)`.
+* `publish_stop` raises the header's stop flag once a requested checkpoint is committed:
+  the ranks read it as `sup.stop_requested` and should exit by themselves.
 * `publish_attempt` starts a new attempt of the command: it records the step to resume
   from and the restart count, and clears any pending request (reason 0) while keeping the
   generation counter, so a request from an earlier attempt is never acted on again.
@@ -13,7 +15,7 @@
   acknowledges (0 for a save nobody asked for). A commit is one marker for all ranks.
   Both events carry the sample's time.
 
-The header has one writer: the loop's thread calls both publish functions.
+The header has one writer: the loop's thread calls every publish function.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ def publish_request(channel: Channel, request: RequestCheckpoint) -> None:
             ckpt_reason=reason_code(request.reason),
             stop_requested=header.stop_requested,
             ckpt_deadline_ns=int(request.deadline * 1e9),
+            resume_step=header.resume_step,
+            restart_count=header.restart_count,
+        )
+    )
+
+
+def publish_stop(channel: Channel) -> None:
+    header = channel.read_header()
+    channel.write_header(
+        Header(
+            ckpt_generation=header.ckpt_generation,
+            ckpt_reason=header.ckpt_reason,
+            stop_requested=True,
+            ckpt_deadline_ns=header.ckpt_deadline_ns,
             resume_step=header.resume_step,
             restart_count=header.restart_count,
         )

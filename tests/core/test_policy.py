@@ -7,7 +7,15 @@ import signal
 import pytest
 
 from supervisor.core import policy
-from supervisor.core.actions import Decided, Exit, KillTree, RequestCheckpoint, Respawn, SignalChild
+from supervisor.core.actions import (
+    Decided,
+    Exit,
+    KillTree,
+    RequestCheckpoint,
+    RequestStop,
+    Respawn,
+    SignalChild,
+)
 from supervisor.core.classify import PRECEDENCE, classify
 from supervisor.core.clock import FakeClock
 from supervisor.core.events import (
@@ -262,9 +270,9 @@ def test_preemption_asks_an_attached_trainer_to_checkpoint_within_the_budget() -
     ]
     assert run.state.phase is Phase.CHECKPOINTING
     run.clock.advance(2)
-    assert run.send(CheckpointCommitted, 40, 1) == [SignalChild(signal.SIGTERM)]
-    assert run.state.phase is Phase.STOPPING
-    assert run.state.deadline == run.clock.monotonic() + CONFIG.shutdown_timeout
+    # The trainer is leaving already: asked through the channel, not signalled.
+    assert run.send(CheckpointCommitted, 40, 1) == [RequestStop()]
+    assert run.state.phase is Phase.LEAVING
     run.send(ChildExited, ChildStatus(exit_status=0))
     assert run.exit.code is ExitCode.PREEMPTED
     committed = [f for f in run.exit.evidence if f.kind == "committed"]
@@ -368,7 +376,7 @@ def test_a_stop_signal_during_backoff_exits_preempted_at_once() -> None:
 def test_a_commit_made_for_a_peer_stops_this_node_as_peer_left() -> None:
     run = attached()
     actions = run.send(lambda at: CheckpointCommitted(30, 0, at, for_peer=True))
-    assert actions == [SignalChild(signal.SIGTERM)]
+    assert actions == [RequestStop()]
     run.send(ChildExited, ChildStatus(exit_status=0))  # the trainer left after saving
     assert run.exit.code is ExitCode.PEER_LEFT
     assert "step 30" in run.exit.reason
@@ -422,3 +430,84 @@ def test_a_periodic_commit_changes_nothing_but_the_evidence() -> None:
     run = attached()
     assert run.send(CheckpointCommitted, 30, 0) == []
     assert run.state.phase is Phase.RUNNING and run.state.committed_step == 30
+
+
+# ------------------------------------------------------- leaving after a commit
+
+LEAVE = policy.Config(grace_period=30.0, failure_grace=2.0, shutdown_timeout=6.0)
+
+
+def _committed_after(first: str, commit_at: float) -> tuple[Run, float]:
+    """A run asked to checkpoint by `first` at t0, committed `commit_at` seconds later."""
+    run = attached()
+    t0 = run.clock.monotonic()
+    causes = {
+        "sigterm": lambda at: SignalReceived(signal.SIGTERM, at),
+        "degraded": lambda at: Found(finding(ExitCode.DEVICE_DEGRADED, Urgency.CHECKPOINT), at),
+    }
+    run.state, _ = policy.step(LEAVE, run.state, causes[first](t0))
+    run.clock.advance(commit_at)
+    event = CheckpointCommitted(40, run.state.generation, run.clock.monotonic())
+    run.state, actions = policy.step(LEAVE, run.state, event)
+    assert [a for a in actions if not isinstance(a, Output)] == [RequestStop()]
+    return run, t0
+
+
+@pytest.mark.parametrize(
+    ("first", "commit_at", "term_at", "kill_at"),
+    [
+        # Plenty of the kubelet's grace left: the full shutdown timeout, twice.
+        ("sigterm", 2.0, 2.0 + 6.0, 2.0 + 6.0 + 6.0),
+        # The commit came late: half of what is left is kept for SIGTERM, all within 30 s.
+        ("sigterm", 24.0, 27.0, 30.0),
+        # A degraded GPU has no kubelet deadline.
+        ("degraded", 50.0, 56.0, 62.0),
+    ],
+)
+def test_after_a_commit_the_trainer_gets_the_shutdown_timeout_then_sigterm_then_sigkill(
+    first: str, commit_at: float, term_at: float, kill_at: float
+) -> None:
+    run, t0 = _committed_after(first, commit_at)
+    assert run.state.phase is Phase.LEAVING and run.state.deadline == t0 + term_at
+
+    def tick_at(t: float) -> list:
+        run.clock.advance(t0 + t - run.clock.monotonic())
+        run.state, actions = policy.step(LEAVE, run.state, Tick(run.clock.monotonic()))
+        return [a for a in actions if not isinstance(a, Output)]
+
+    assert tick_at(term_at - 0.01) == []
+    assert tick_at(term_at) == [SignalChild(signal.SIGTERM)]
+    assert run.state.phase is Phase.STOPPING and run.state.deadline == t0 + kill_at
+    assert tick_at(kill_at) == [KillTree()]
+
+
+def test_a_trainer_that_leaves_by_itself_is_never_signalled() -> None:
+    run, _ = _committed_after("sigterm", 2.0)
+    run.clock.advance(1.0)
+    run.state, actions = policy.step(
+        LEAVE, run.state, ChildExited(ChildStatus(exit_status=0), run.clock.monotonic())
+    )
+    assert not [a for a in actions if isinstance(a, SignalChild)]
+    exit_ = actions[-1]
+    assert isinstance(exit_, Exit) and exit_.code is ExitCode.PREEMPTED
+
+
+@pytest.mark.parametrize(
+    ("event", "expect"),
+    [
+        # Another stop signal while leaving: now by signal, within the grace.
+        (lambda at: SignalReceived(signal.SIGTERM, at), [SignalChild(signal.SIGTERM)]),
+        # A dead GPU while leaving: stop at once.
+        (
+            lambda at: Found(finding(ExitCode.DEVICE_FAILED, Urgency.STOP), at),
+            [SignalChild(signal.SIGTERM)],
+        ),
+        # A peer leaving changes nothing: this trainer is already on its way out.
+        (lambda at: Found(finding(ExitCode.PEER_LEFT, Urgency.STOP), at), []),
+    ],
+)
+def test_what_interrupts_leaving(event, expect) -> None:
+    run, _ = _committed_after("sigterm", 2.0)
+    run.state, actions = policy.step(LEAVE, run.state, event(run.clock.monotonic()))
+    assert [a for a in actions if not isinstance(a, Output | Decided)] == expect
+    assert run.state.phase is (Phase.STOPPING if expect else Phase.LEAVING)

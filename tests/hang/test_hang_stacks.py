@@ -115,3 +115,39 @@ def test_hang_evidence_bundles_stacks_suspects_and_dumps(spawn, tmp_path) -> Non
     got = hang_evidence({0: proc.pid}, [0], spawn.stacks_dir, str(tmp_path), timeout=5)
     assert "stall_here" in got["stacks"]["0"]
     assert got["suspects"] == [] and got["flight_recorder"] == []
+
+
+def _py_spy_on_path(tmp_path: Path, monkeypatch, output: str) -> None:
+    """A `py-spy` executable that prints `output` and succeeds: py-spy's side of the
+    boundary (real ptrace is not available to these tests)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "py-spy"
+    exe.write_text(f"#!/bin/sh\ncat <<'DUMP'\n{output}DUMP\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+_PY_SPY_HEADER = "Process {pid}: python trainer.py\nPython v3.12.3 (/usr/bin/python3.12)\n\n"
+
+
+def test_a_py_spy_dump_with_no_frames_leaves_the_rank_missing(
+    spawn, tmp_path: Path, monkeypatch
+) -> None:
+    proc = spawn("2", "0.01", "stall", rank=1, env={"SUPERVISE_STACKS_DIR": ""})
+    wait_ready(proc)
+    _py_spy_on_path(tmp_path, monkeypatch, _PY_SPY_HEADER.format(pid=proc.pid))
+    got = collect_stacks({1: proc.pid}, spawn.stacks_dir, timeout=0.5)
+    assert got["missing"] == [1] and got["stacks"] == {}
+
+
+def test_a_py_spy_dump_with_frames_is_a_stack(spawn, tmp_path: Path, monkeypatch) -> None:
+    proc = spawn("2", "0.01", "stall", rank=1, env={"SUPERVISE_STACKS_DIR": ""})
+    wait_ready(proc)
+    dump = _PY_SPY_HEADER.format(pid=proc.pid) + (
+        f'Thread {proc.pid} (idle): "MainThread"\n    stall_here (trainer.py:12)\n'
+    )
+    _py_spy_on_path(tmp_path, monkeypatch, dump)
+    got = collect_stacks({1: proc.pid}, spawn.stacks_dir, timeout=0.5)
+    assert got["missing"] == [] and got["method"] == {"1": "py-spy"}
+    assert "stall_here" in got["stacks"]["1"]
