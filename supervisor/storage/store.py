@@ -197,8 +197,12 @@ class CheckpointStore:
         self._lifecycle.settle_local(wait=False)  # and retention from the last save is done
         if step is not None:
             step = layout.check_step(step)
-            return loader.load_step(self.storage, self.reader, step, map_location, self.writers)
-        return loader.load_newest(self.storage, self.reader, map_location, self.writers)
+            return loader.load_step(
+                self.storage, self.reader, step, map_location, self.writers, self.allow_pickle
+            )
+        return loader.load_newest(
+            self.storage, self.reader, map_location, self.writers, self.allow_pickle
+        )
 
     # Retention -------------------------------------------------------------------------
 
