@@ -137,6 +137,13 @@ class CheckpointStore:
     ) -> layout.Manifest | None:
         """Write `state` as step `step` and commit it; blocks until durable; the manifest.
 
+        `state` may hold what `codec` stores (strided tensors of the tensor file's dtypes,
+        containers at most `codec.MAX_DEPTH` deep, ints below 2**`codec.MAX_INT_BITS`, ...);
+        `reason` is a label by `layout.REASON_RULE`. Anything else raises `CheckpointError`
+        here, naming the path in the state, before anything is written. Another process
+        committing the same step first with different content raises `CheckpointError`
+        saying so; with identical content this save succeeds.
+
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
         and the others return None once the commit is known (see `ranks.rank_zero`)."""
         self._lifecycle.settle()
@@ -235,7 +242,7 @@ class CheckpointStore:
         it, so it never overlaps another save."""
         committed = writer.publish(self.storage, self.reader, manifest, directory)
         self._lifecycle.in_background(
-            lambda: housekeeping.retire(self.storage, self.reader, self.retention)
+            lambda: housekeeping.retire(self.storage, self.reader, self.retention, committed.step)
         )
         return committed
 
