@@ -32,7 +32,8 @@ and objects go to `pickles`, written with `torch.save` and read back with
 `weights_only=True` (`load_pickles`). Too deep nesting and too large ints are refused
 either way.
 
-No I/O and no threads. torch and numpy are never imported here: objects are recognised by
+No I/O and no threads. torch and numpy are imported only inside the functions that need
+them (`decode` of numpy values, `dump_pickles`, `load_pickles`): objects are recognised by
 their type's module, so the supervisor process can import this module for free.
 """
 
