@@ -40,6 +40,7 @@ their type's module, so the supervisor process can import this module for free.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import struct
 from collections import OrderedDict
@@ -104,6 +105,8 @@ def encode(state: Any, allow_pickle: bool = False) -> Encoded:
 
 def tensor_problem(t: Any) -> str | None:
     """Why the tensor file cannot store `t` bit for bit, or None if it can."""
+    import torch  # already imported by whoever made `t`
+
     kind = (type(t).__module__, type(t).__name__)
     if kind not in _PLAIN_TENSORS:
         return f"is a tensor subclass ({kind[0]}.{kind[1]}); save_sharded saves DTensors"
@@ -111,13 +114,20 @@ def tensor_problem(t: Any) -> str | None:
         return "is a nested tensor"
     if t.is_quantized:
         return "is a quantized tensor; dequantize it"
-    if str(t.layout) != "torch.strided":
+    if t.layout is not torch.strided:
         return f"has layout {t.layout}; only dense (strided) tensors are stored, convert it"
-    if t.device.type == "meta":
+    if t.is_meta:
         return "is on the meta device and holds no data"
-    if str(t.dtype).removeprefix("torch.") not in DTYPES:
+    if t.dtype not in _stored_dtypes():
         return f"has dtype {t.dtype}, which the tensor file cannot hold; convert it"
     return None
+
+
+@functools.cache
+def _stored_dtypes() -> frozenset[Any]:
+    import torch
+
+    return frozenset(getattr(torch, name) for name in DTYPES if hasattr(torch, name))
 
 
 def _encode(obj: Any, out: Encoded, allow_pickle: bool, path: str, depth: int) -> Any:
