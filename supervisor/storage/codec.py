@@ -203,7 +203,15 @@ def _encode(obj: Any, out: Encoded, allow_pickle: bool, path: str, depth: int) -
 
 
 def decode(skeleton: Any, tensors: list[Any], pickles: list[Any] | None = None) -> Any:
-    return _decode(skeleton, tensors, pickles or [])
+    """The state `encode` walked. A skeleton that does not fit its tensors and pickles
+    (an index out of range, a malformed tag) raises `CheckpointError`."""
+    try:
+        return _decode(skeleton, tensors, pickles or [])
+    except (IndexError, KeyError, TypeError, ValueError, RecursionError) as err:
+        raise CheckpointError(
+            f"the state's skeleton does not fit its files ({type(err).__name__}: {err}); "
+            "the step is corrupt"
+        ) from err
 
 
 def _decode(obj: Any, tensors: list[Any], pickles: list[Any]) -> Any:

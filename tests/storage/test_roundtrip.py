@@ -216,3 +216,12 @@ def test_pickled_store_takes_what_the_tensor_file_cannot(where: Backend) -> None
         back = store.load(1)
     assert back["s"].is_sparse and back["s"].to_dense().equal(torch.eye(3))
     assert back["w"].equal(torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    "skeleton",
+    [{"$tensor": 5}, {"$pickle": 0}, {"$tuple": 3}, {"$dict": [[1]]}, {"$ndarray": ["<f4"]}],
+)
+def test_a_skeleton_that_does_not_fit_its_files_is_a_checkpoint_error(skeleton) -> None:
+    with pytest.raises(CheckpointError, match="skeleton does not fit"):
+        codec.decode({"x": skeleton}, [torch.ones(1)], [])
