@@ -3,8 +3,11 @@
 - `prune(retention)` deletes the committed steps that `retention.to_delete` picks (the pure
   decision), each invalidated before its bytes are removed (`Storage.trash`), then runs
   `remove_leftovers`. It returns the deleted steps.
-- `retire(retention)` is `prune` after a commit: a failure warns (`UserWarning`) instead
-  of raising, because the new step is committed and must not be reported as failed.
+- `retire(retention, committed)` is `prune` after committing step `committed`: a failure
+  warns (`UserWarning`) instead of raising, because the new step is committed and must not
+  be reported as failed. It leaves the other attempts of step `committed`: another process
+  writing the same step may still be writing one, and removes its own when it learns it
+  lost; a crashed writer's are removed by the next commit or `cleanup`.
 - `remove_leftovers()` removes what no reader can see and no live writer can still
   commit: staging directories and marker-less steps older than the newest committed step,
   the remains of deleted steps, and losing attempts inside committed steps.
@@ -25,24 +28,28 @@ from supervisor.storage.reader import Reader
 from supervisor.storage.retention import Retention, to_delete
 
 
-def prune(storage: Storage, reader: Reader, retention: Retention) -> list[int]:
+def prune(
+    storage: Storage, reader: Reader, retention: Retention, spare: int | None = None
+) -> list[int]:
     doomed = to_delete(reader.steps(), retention)
     for step in doomed:
         storage.trash(step)
-    remove_leftovers(storage, reader)
+    remove_leftovers(storage, reader, spare)
     return doomed
 
 
-def retire(storage: Storage, reader: Reader, retention: Retention) -> None:
+def retire(storage: Storage, reader: Reader, retention: Retention, committed: int) -> None:
     try:
-        prune(storage, reader, retention)
+        # Other writers of the step just committed may still be writing their attempts:
+        # they remove their own when they learn they lost (see `writer.publish`).
+        prune(storage, reader, retention, spare=committed)
     except Exception as err:
         # The new step is committed; failing to delete old ones must not fail the save.
         warnings.warn(f"checkpoint retention: {err}", stacklevel=2)
 
 
-def remove_leftovers(storage: Storage, reader: Reader) -> list[str]:
-    """The names removed, relative to the root."""
+def remove_leftovers(storage: Storage, reader: Reader, spare: int | None = None) -> list[str]:
+    """The names removed, relative to the root. Leftovers of step `spare` are left."""
     committed = reader.steps()
     newest = committed[-1] if committed else -1
     removed = []
@@ -53,6 +60,9 @@ def remove_leftovers(storage: Storage, reader: Reader) -> list[str]:
             staged[0] <= newest or staged[1].startswith("deleted-")
         )
         torn_step = step is not None and step not in committed and step < newest
+        of_step = step if staged is None else staged[0]
+        if of_step is not None and of_step == spare:
+            continue
         if stale_staging or torn_step:
             storage.remove(storage.path(name))
             removed.append(name)

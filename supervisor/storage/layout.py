@@ -43,10 +43,13 @@ MANIFEST = "manifest.json"
 SKELETON = "state.json"
 PICKLES = "objects.pt"
 STEP_DIGITS = 12
-# Why a step was saved. The same names as the channel's checkpoint requests
-# (supervisor.child_contract.CHECKPOINT_REASONS; a test keeps the two equal), so a trainer can pass
-# the reason supervise asked with straight through.
+# Why a step was saved: a short label (`REASON_RULE`). The known ones are the channel's
+# checkpoint requests (supervisor.child_contract.CHECKPOINT_REASONS; a test keeps the two
+# equal), so a trainer can pass the reason supervise asked with straight through; any other
+# label that follows the rule ("eval", "best-val") is as good.
 REASONS = ("periodic", "degraded", "preempted", "requested", "final")
+REASON_RULE = "1 to 32 of a-z 0-9 . _ -, starting with a letter or digit"
+_REASON_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 KINDS = ("state", "dcp")
 
 _STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")
@@ -86,9 +89,11 @@ def check_step(step: object) -> int:
     return step
 
 
-def check_reason(reason: str) -> str:
-    if reason not in REASONS:
-        raise CheckpointError(f"checkpoint reason must be one of {', '.join(REASONS)}: {reason!r}")
+def check_reason(reason: object) -> str:
+    """`reason` if it is a label by `REASON_RULE` (a known one or any other); otherwise
+    `CheckpointError` naming the rule."""
+    if not isinstance(reason, str) or not _REASON_RE.fullmatch(reason):
+        raise CheckpointError(f"checkpoint reason must be {REASON_RULE}: got {reason!r}")
     return reason
 
 

@@ -9,6 +9,9 @@
 - `load_newest()` tries committed steps newest first and returns the first that loads; a
   corrupt newer step is skipped with a warning (`UserWarning`).
 
+Pickle: a step holding `objects.pt` is refused before any of its files is read unless the
+store allows pickle; then it is read by torch's weights-only unpickler (`codec.load_pickles`).
+
 Blocks in the calling thread. Raises `CheckpointError` for a missing, corrupt or
 mismatched step (and when no step loads), `StorageError` when storage fails. Nothing here
 writes.
@@ -16,7 +19,6 @@ writes.
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from typing import Any
@@ -27,11 +29,24 @@ from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader
 
 
-def load_step(storage: Storage, reader: Reader, step: int, map_location: Any, width: int) -> Any:
+def load_step(
+    storage: Storage,
+    reader: Reader,
+    step: int,
+    map_location: Any,
+    width: int,
+    allow_pickle: bool = False,
+) -> Any:
     manifest = reader.manifest(step)
     if manifest.kind != "state":
         raise CheckpointError(
             f"step {step} is a {manifest.kind} checkpoint; load it with load_sharded()"
+        )
+    if not allow_pickle and any(f.path == layout.PICKLES for f in manifest.files):
+        # Refused before any file is read: without allow_pickle no pickle is ever opened.
+        raise CheckpointError(
+            f"step {step} holds pickled objects ({layout.PICKLES}); open the store with "
+            "allow_pickle=True to load it (read with torch's weights-only unpickler)"
         )
     base = reader.attempt_dir(manifest)
     tensors: dict[int, Any] = {}
@@ -53,9 +68,7 @@ def load_step(storage: Storage, reader: Reader, step: int, map_location: Any, wi
         if entry.path == layout.SKELETON:
             skeleton = json.loads(raw)
         elif entry.path == layout.PICKLES:
-            import torch
-
-            pickles = torch.load(io.BytesIO(raw), weights_only=True)
+            pickles = codec.load_pickles(raw, where)
 
     def read_or_corrupt(entry: layout.FileEntry) -> None:
         try:
@@ -78,11 +91,13 @@ def load_step(storage: Storage, reader: Reader, step: int, map_location: Any, wi
     return codec.decode(skeleton, ordered, pickles)
 
 
-def load_newest(storage: Storage, reader: Reader, map_location: Any, width: int) -> Any:
+def load_newest(
+    storage: Storage, reader: Reader, map_location: Any, width: int, allow_pickle: bool = False
+) -> Any:
     candidates = reader.steps()
     for candidate in reversed(candidates):
         try:
-            return load_step(storage, reader, candidate, map_location, width)
+            return load_step(storage, reader, candidate, map_location, width, allow_pickle)
         except CheckpointError as err:
             # stacklevel 3: the warning names the caller of CheckpointStore.load
             warnings.warn(f"skipping checkpoint step {candidate}: {err}", stacklevel=3)

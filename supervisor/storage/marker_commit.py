@@ -20,7 +20,7 @@ import contextlib
 import threading
 from typing import Any, BinaryIO
 
-from supervisor.storage import layout, tensorfile
+from supervisor.storage import dcp_guard, layout, tensorfile
 from supervisor.storage.strategy import CommitStrategy
 
 
@@ -98,10 +98,11 @@ class MarkerCommit(CommitStrategy):
         url = self.fs.unstrip_protocol(path)
         return FsspecWriter(url, sync_files=True, overwrite=False, **self.options)
 
-    def dcp_reader(self, path: str) -> Any:
+    def dcp_reader(self, path: str, files: dict[str, layout.FileEntry]) -> Any:
         from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
 
-        return FsspecReader(self.fs.unstrip_protocol(path), **self.options)
+        url = self.fs.unstrip_protocol(path)
+        return dcp_guard.reader(FsspecReader, url, files, **self.options)
 
 
 class BucketMarkerCommit(MarkerCommit):

@@ -26,7 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from supervisor.storage import layout, tensorfile
+from supervisor.storage import dcp_guard, layout, tensorfile
 from supervisor.storage.strategy import CommitStrategy
 
 
@@ -123,10 +123,10 @@ class RenameCommit(CommitStrategy):
         os.makedirs(path, exist_ok=True)
         return FileSystemWriter(path, sync_files=True, overwrite=False)
 
-    def dcp_reader(self, path: str) -> Any:
+    def dcp_reader(self, path: str, files: dict[str, layout.FileEntry]) -> Any:
         from torch.distributed.checkpoint import FileSystemReader
 
-        return FileSystemReader(path)
+        return dcp_guard.reader(FileSystemReader, path, files)
 
 
 def _make_dirs(directory: str) -> None:

@@ -7,8 +7,14 @@
   cannot occur: each save is a fresh attempt directory and the marker is create-only.
   Once the step is committed, the store's `on_commit` is called on every rank, as by `save`.
 - `load_sharded`: rank 0 picks the step (the newest committed one unless given) and verifies
-  every checksum before any rank lets DCP read its `.metadata`, which is a pickle and must
-  not be read unchecked.
+  every checksum before any rank lets DCP read. DCP's `.metadata` is a pickle, and DCP's
+  default planner unpickles non-tensor values with `weights_only=False`; neither runs here
+  as DCP ships it (`dcp_guard`): every rank checks `.metadata` against the manifest's
+  checksum itself, from the very bytes it then unpickles, and unpickles it allowing only
+  DCP's metadata classes; non-tensor values are read weights-only. A planted or tampered
+  step raises `CheckpointError` and runs none of its code. Not closed: the tensor data
+  files are checked by rank 0 before the ranks read them, not as each rank reads (DCP
+  reads them with `torch.load(weights_only=True)`, which builds tensors only).
 
 Both are collectives (`ranks`): every rank calls them, in the same order, and they block
 until every rank is done. Any rank's failure fails every rank (the failing rank raises its
@@ -22,7 +28,7 @@ import time
 from typing import Any
 
 from supervisor.core.errors import CheckpointError
-from supervisor.storage import checksum, layout, ranks, writer
+from supervisor.storage import checksum, dcp_guard, layout, ranks, writer
 from supervisor.storage.backend import Storage
 from supervisor.storage.store import CheckpointStore
 
@@ -105,8 +111,26 @@ def load_sharded(
         raise CheckpointError(error)
     manifest = store.manifest(int(chosen_str))
     directory = store.reader.attempt_dir(manifest)
-    dcp.load(state_dict, storage_reader=store.storage.strategy.dcp_reader(f"{directory}/dcp"))
+    files = {f.path.removeprefix("dcp/"): f for f in manifest.files if f.path.startswith("dcp/")}
+    reader = store.storage.strategy.dcp_reader(f"{directory}/dcp", files)
+    try:
+        dcp.load(state_dict, storage_reader=reader, planner=dcp_guard.planner())
+    except BaseException as err:  # DCP's CheckpointException is a BaseException
+        refused = getattr(reader, "refused", None) or _refusal(err)
+        if refused is not None:
+            raise refused from err
+        raise
     return manifest.step
+
+
+def _refusal(err: BaseException) -> CheckpointError | None:
+    """The `CheckpointError` that DCP wrapped into `err` (its CheckpointException keeps
+    each rank's exception in `failures`), if there is one."""
+    for failure in getattr(err, "failures", {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, CheckpointError):
+            return inner
+    return None
 
 
 def _verified_sharded_step(store: CheckpointStore, step: int | None) -> int:

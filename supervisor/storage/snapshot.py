@@ -12,13 +12,14 @@
 
 Runs on the calling (training) thread and blocks for the copies. The host buffer is reused
 by every async save of a store (and grown when the state grows), so memory stays bounded
-by one copy of the state. Raises `CheckpointError` for a bad step, reason or metadata and
-for state it cannot encode (see `codec`); nothing has been written by then.
+by one copy of the state. Both ways store the values a tensor shows, bit for bit: lazy
+conjugate and negative views are resolved (`values`), views are made contiguous. Raises
+`CheckpointError` for a bad step, reason or metadata and for state it cannot encode (see
+`codec`, which names the path in the state); nothing has been written by then.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class HostBuffer:
         for plan, base in zip(plans, bases, strict=True):
             for entry in plan.entries:
                 if entry.end > entry.begin:
-                    src = tensors[entry.index].detach()
+                    src = values(tensors[entry.index])
                     dst = slab[base + entry.begin : base + entry.end].view(src.dtype)
                     dst.view(src.shape).copy_(src, non_blocking=on_gpu)
             bodies.append([tensorfile.tensor_memory(slab[base : base + plan.body_size])])
@@ -79,13 +80,22 @@ class HostBuffer:
         self.slab = None
 
 
+def values(t: Any) -> Any:
+    """`t` detached, with its lazy conjugate and negative bits resolved: a tensor whose memory
+    holds the values `t` shows. Both saves read tensors through this. Without it a raw copy
+    of the memory (the sync save's) stores `x` for `x.conj()` or `torch._neg_view(x)`;
+    `copy_` (the async save's) would resolve them itself, but the two paths must not
+    depend on that difference."""
+    return t.detach().resolve_conj().resolve_neg()
+
+
 def direct(tensors: list[Any], plans: list[tensorfile.Plan]) -> tuple[list, list]:
     """Bodies that point straight at the caller's tensors (CPU copies only where needed)."""
     keepalive, bodies = [], []
     for plan in plans:
         views = []
         for entry in plan.entries:
-            t = tensors[entry.index].detach()
+            t = values(tensors[entry.index])
             if t.device.type != "cpu":
                 t = t.cpu()
             t = t.contiguous()
@@ -121,11 +131,7 @@ def prepare(
         bodies, keepalive = buffer.copy(encoded.tensors, plans)
     else:
         bodies, keepalive = direct(encoded.tensors, plans)
-    pickles = None
-    if encoded.pickles:
-        stream = io.BytesIO()
-        torch.save(encoded.pickles, stream)
-        pickles = stream.getvalue()
+    pickles = codec.dump_pickles(encoded.pickles) if encoded.pickles else None
     return Prepared(
         step=step,
         reason=reason,

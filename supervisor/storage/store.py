@@ -155,6 +155,13 @@ class CheckpointStore:
     ) -> layout.Manifest | None:
         """Write `state` as step `step` and commit it; blocks until durable; the manifest.
 
+        `state` may hold what `codec` stores (strided tensors of the tensor file's dtypes,
+        containers at most `codec.MAX_DEPTH` deep, ints below 2**`codec.MAX_INT_BITS`, ...);
+        `reason` is a label by `layout.REASON_RULE`. Anything else raises `CheckpointError`
+        here, naming the path in the state, before anything is written. Another process
+        committing the same step first with different content raises `CheckpointError`
+        saying so; with identical content this save succeeds.
+
         Under torch.distributed with more than one rank, every rank calls this; rank 0 writes
         and the others return None once the commit is known (see `ranks.rank_zero`). If a
         rank has not arrived within `arrival_timeout` seconds, rank 0 raises
@@ -226,8 +233,12 @@ class CheckpointStore:
         self._lifecycle.settle_local(wait=False)  # and retention from the last save is done
         if step is not None:
             step = layout.check_step(step)
-            return loader.load_step(self.storage, self.reader, step, map_location, self.writers)
-        return loader.load_newest(self.storage, self.reader, map_location, self.writers)
+            return loader.load_step(
+                self.storage, self.reader, step, map_location, self.writers, self.allow_pickle
+            )
+        return loader.load_newest(
+            self.storage, self.reader, map_location, self.writers, self.allow_pickle
+        )
 
     # Retention -------------------------------------------------------------------------
 
@@ -260,7 +271,7 @@ class CheckpointStore:
         it, so it never overlaps another save."""
         committed = writer.publish(self.storage, self.reader, manifest, directory)
         self._lifecycle.in_background(
-            lambda: housekeeping.retire(self.storage, self.reader, self.retention)
+            lambda: housekeeping.retire(self.storage, self.reader, self.retention, committed.step)
         )
         return committed
 

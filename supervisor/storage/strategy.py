@@ -124,5 +124,7 @@ class CommitStrategy(ABC):
         """A `torch.distributed.checkpoint` StorageWriter into directory `path`."""
 
     @abstractmethod
-    def dcp_reader(self, path: str) -> Any:
-        """A `torch.distributed.checkpoint` StorageReader over directory `path`."""
+    def dcp_reader(self, path: str, files: dict[str, layout.FileEntry]) -> Any:
+        """A `torch.distributed.checkpoint` StorageReader over directory `path` that reads
+        DCP's pickled index only as `dcp_guard.reader` does: checked against `files` (the
+        committed manifest's entries, keyed by path under `path`) and restricted."""

@@ -4,9 +4,13 @@
   skeleton and pickles first, then the tensor files, `width` at a time) and returns the
   manifest that describes them, checksums computed while writing.
 - `publish` writes that manifest and then commits the attempt with its marker (the commit
-  strategy's protocol, see `strategy`). If the step is already committed it discards the
+  strategy's protocol, see `strategy`). If the step is already committed (by an earlier
+  save, or by another process writing the same step at the same time) it discards its own
   attempt and returns the committed manifest when the content is identical, or raises
-  `CheckpointError` otherwise: a committed step is never overwritten.
+  `CheckpointError` saying so otherwise: a committed step is never overwritten. Every
+  attempt has its own directory (`layout.new_attempt` is unique per save), and a writer
+  removes only its own; the winner's cleanup after its commit leaves that step's other
+  attempts to their writers (`housekeeping.retire`).
 - `discard_on_error` / `discard_quietly` remove an attempt that failed before its commit,
   best effort, keeping the original error.
 
@@ -89,8 +93,10 @@ def publish(
     if existing.same_content(manifest):
         return existing
     raise CheckpointError(
-        f"step {manifest.step} is already committed under {storage.url} with different "
-        "content; committed steps are never overwritten: save under a new step number"
+        f"step {manifest.step} under {storage.url} was committed by another writer (or an "
+        f"earlier save) with different content; this save of it was discarded and the "
+        "committed one left as it is (committed steps are never overwritten): save under a "
+        "new step number, or check that only one process saves this step"
     )
 
 

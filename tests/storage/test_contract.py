@@ -230,8 +230,9 @@ def test_bad_step_reason_and_metadata_are_refused(tmp_path) -> None:
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(CheckpointError, match="non-negative int"):
             store.save(bad, {})
-    with pytest.raises(CheckpointError, match="periodic, degraded, preempted, requested, final"):
-        store.save(1, {}, reason="whenever")
+    for bad in ("", "Eval", "a b", "-x", "x" * 33, 3, None):
+        with pytest.raises(CheckpointError, match="1 to 32 of a-z 0-9"):
+            store.save(1, {}, reason=bad)
     with pytest.raises(CheckpointError, match="JSON"):
         store.save(1, {}, metadata={"x": object()})
     assert store.steps() == []
@@ -286,3 +287,14 @@ def test_reasons_match_what_supervise_can_request() -> None:
     from supervisor.child_contract import CHECKPOINT_REASONS
 
     assert set(layout.REASONS) == set(CHECKPOINT_REASONS)
+
+
+def test_any_short_label_is_a_reason_and_the_known_ones_stay(backend: Backend) -> None:
+    store = backend.store(keep_last=20)
+    labels = ["eval", "best-val", "epoch.3", "x_1", "0", "a" * 32, *layout.REASONS]
+    for step, label in enumerate(labels):
+        store.save(step, {"w": torch.ones(1)}, reason=label)
+        assert store.manifest(step).reason == label
+    with pytest.raises(CheckpointError, match="1 to 32 of a-z 0-9"):
+        store.save_async(99, {"w": torch.ones(1)}, reason="Eval Run")
+    assert store.steps() == list(range(len(labels)))
