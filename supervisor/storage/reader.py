@@ -28,7 +28,8 @@ Its outcome is kept in memory per (step, manifest hash) and written beside the m
 small create-only object, `VERIFIED` or `DAMAGED` (`layout.Record`, naming the manifest's
 SHA-256; a record naming another hash is ignored). Writing it is best effort: on a
 read-only store each new `Reader` verifies again. A step this process just committed
-counts as verified (`trust`), since its checksums were computed from the bytes written.
+counts as verified in this process (`trust`), since its checksums were computed from the
+bytes written; it is not recorded, so the next process (a restarted pod) reads it once.
 `DAMAGED` wins over `VERIFIED` and is never removed by supervise: once a step is found
 damaged, every later reader skips it without reading it (delete `DAMAGED` by hand to have
 it checked again). Nothing here deletes anything.
@@ -223,13 +224,9 @@ class Reader:
         self._remember((step, manifest_sha256), problems)
 
     def trust(self, step: int, manifest_sha256: str) -> None:
-        """A step this process wrote and committed: verified in memory (no I/O)."""
+        """A step this process wrote and committed: verified in this process's memory only
+        (no I/O, no record)."""
         self._verdicts[(step, manifest_sha256)] = ()
-
-    def record_trusted(self, step: int, manifest_sha256: str) -> None:
-        """Write `VERIFIED` for a step `trust`ed earlier; best effort, never raises."""
-        if self._verdicts.get((step, manifest_sha256)) == ():
-            self._record(step, layout.Record(layout.VERIFIED, manifest_sha256, time.time()))
 
     def manifest_sha256(self, step: int) -> str | None:
         """The hash the marker pins, None without a readable marker."""
