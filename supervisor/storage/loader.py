@@ -123,7 +123,7 @@ def _read(
         ordered = [t.to(map_location) for t in ordered]
     try:
         return codec.decode(skeleton, ordered, pickles)
-    except (LookupError, TypeError, ValueError, AttributeError, RecursionError) as err:
+    except Exception as err:  # whatever a hostile skeleton makes decoding raise is damage
         raise DamagedError(f"step {step}: {layout.SKELETON} does not decode ({err!r})") from err
 
 

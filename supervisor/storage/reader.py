@@ -17,7 +17,7 @@ itself failed.
   verification has passed: every byte read against its checksum (XXH3-128), every tensor
   file header checked against the manifest's sizes (dtype, shape and offsets tile the
   file exactly), the tensor indices are exactly 0..tensor_count-1, and the skeleton is
-  JSON that references only those tensors.
+  JSON whose every tagged value `codec.decode` can decode, referencing only those tensors.
 - `latest()` is the newest verified step. `CheckpointStore.load()` walks the same steps in
   the same order with the same verdicts, so it loads the step `latest()` names, and
   supervise's resume step is this very call.
@@ -47,9 +47,13 @@ modified last (Lightning-AI/pytorch-lightning#12816), and its saves are not atom
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -334,8 +338,10 @@ class Reader:
                 f"the tensor files hold {len(indices)} tensors, not indices "
                 f"0..{manifest.tensor_count - 1} as the manifest says"
             )
-        elif not _tensor_refs_within(skeleton, manifest.tensor_count):
-            result.problems.append(f"{layout.SKELETON}: refers to a tensor that is not there")
+        elif problem := _skeleton_problem(
+            skeleton, manifest.tensor_count, layout.PICKLES in {f.path for f in manifest.files}
+        ):
+            result.problems.append(f"{layout.SKELETON}: cannot be decoded ({problem})")
 
     def _check_file(
         self, entry: layout.FileEntry, where: str, count: Callable[[int], None]
@@ -368,22 +374,107 @@ class Reader:
         return entries, kept
 
 
-def _tensor_refs_within(skeleton: Any, count: int) -> bool:
-    """Every `{"$tensor": i}` in the skeleton names one of the `count` tensors."""
+# The tags `codec` writes (its `_TAGS`); a dict whose first key is one of them is a tag.
+_TAGS = (
+    "$tensor",
+    "$tuple",
+    "$dict",
+    "$odict",
+    "$float",
+    "$bytes",
+    "$ndarray",
+    "$npscalar",
+    "$pickle",
+)
+_NUMPY_DTYPE = re.compile(r"[<>|=]?([biufc])(\d{1,2})")
+
+
+def _skeleton_problem(skeleton: Any, tensors: int, pickles: bool) -> str | None:
+    """What in the skeleton `codec.decode` could not decode, or None: every tag's value
+    has the shape `codec` writes, every `$tensor` names one of `tensors`, base64 decodes,
+    and an array's bytes match its dtype and shape. Torch- and numpy-free."""
     stack = [(skeleton, 0)]
     while stack:
         node, depth = stack.pop()
         if depth > SKELETON_DEPTH:
-            return False
+            return "nested too deeply"
         if isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, dict):
-            if len(node) == 1 and "$tensor" in node:
-                index = node["$tensor"]
-                if isinstance(index, bool) or not isinstance(index, int):
-                    return False
-                if not 0 <= index < count:
-                    return False
-                continue
+            continue
+        if not isinstance(node, dict):
+            continue
+        tag = next(iter(node), None)
+        if len(node) not in (1, 2) or tag not in _TAGS:
             stack.extend((v, depth + 1) for v in node.values())
-    return True
+            continue
+        try:
+            children = _tag_children(tag, node[tag], tensors, pickles)
+        except (ValueError, TypeError, binascii.Error) as err:
+            return f"{tag}: {err}"
+        if tag == "$odict":
+            children.append(node.get("meta"))
+        stack.extend((v, depth + 1) for v in children)
+    return None
+
+
+def _tag_children(tag: str, value: Any, tensors: int, pickles: bool) -> list[Any]:
+    """Check one tagged value (ValueError/TypeError if bad); the values nested in it."""
+
+    def index(limit: int | None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{value!r} is not an index")
+        if limit is not None and value >= limit:
+            raise ValueError(f"index {value} of {limit}")
+
+    def b64(text: Any) -> bytes:
+        if not isinstance(text, str):
+            raise TypeError("not base64 text")
+        return base64.b64decode(text, validate=True)
+
+    def itemsize(dtype: Any) -> int:
+        match = _NUMPY_DTYPE.fullmatch(dtype) if isinstance(dtype, str) else None
+        if match is None:
+            raise ValueError(f"dtype {dtype!r}")
+        return int(match.group(2))
+
+    if tag == "$tensor":
+        index(tensors)
+        return []
+    if tag == "$pickle":
+        if not pickles:
+            raise ValueError(f"refers to {layout.PICKLES}, which the step does not hold")
+        index(None)
+        return []
+    if tag == "$tuple":
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return list(value)
+    if tag in ("$dict", "$odict"):
+        if not isinstance(value, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in value
+        ):
+            raise TypeError("not a list of pairs")
+        return [v for pair in value for v in pair]
+    if tag == "$float":
+        if not isinstance(value, str) or len(bytes.fromhex(value)) != 8:
+            raise ValueError("not 8 hex bytes")
+        return []
+    if tag == "$bytes":
+        b64(value)
+        return []
+    if tag == "$ndarray":
+        if not isinstance(value, list) or len(value) != 3 or not isinstance(value[1], list):
+            raise TypeError("not [dtype, shape, data]")
+        dtype, shape, data = value
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ValueError(f"shape {shape!r}")
+        if math.prod(shape) * itemsize(dtype) != len(b64(data)):
+            raise ValueError("data does not match its shape")
+        return []
+    if tag == "$npscalar":
+        if not isinstance(value, list) or len(value) != 2:
+            raise TypeError("not [dtype, data]")
+        if itemsize(value[0]) != len(b64(value[1])):
+            raise ValueError("data does not match its dtype")
+        return []
+    raise AssertionError(tag)  # every name in _TAGS is handled above

@@ -340,6 +340,28 @@ CASES = [
         "skeleton nested beyond recursion",
         lambda t: t.resign(t.manifest(), {layout.SKELETON: nested(200_000)}),
     ),
+    Damage(
+        "skeleton bytes not base64",
+        lambda t: t.resign(t.manifest(), {layout.SKELETON: b'{"x": {"$bytes": "%%%"}}'}),
+    ),
+    Damage(
+        "skeleton float of the wrong length",
+        lambda t: t.resign(t.manifest(), {layout.SKELETON: b'{"x": {"$float": "00ff"}}'}),
+    ),
+    Damage(
+        "skeleton array bytes do not fit the shape",
+        lambda t: t.resign(
+            t.manifest(), {layout.SKELETON: b'{"x": {"$ndarray": ["<f8", [1000000], "AAAA"]}}'}
+        ),
+    ),
+    Damage(
+        "skeleton pair list that is no pair list",
+        lambda t: t.resign(t.manifest(), {layout.SKELETON: b'{"x": {"$dict": [[1, 2, 3]]}}'}),
+    ),
+    Damage(
+        "skeleton refers to pickles that are not there",
+        lambda t: t.resign(t.manifest(), {layout.SKELETON: b'{"x": {"$pickle": 0}}'}),
+    ),
     # File types (local disks)
     Damage("tensor file a FIFO", lambda t: t.replace_special(TENSOR, os.mkfifo), True),
     Damage(
