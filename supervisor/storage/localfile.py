@@ -7,9 +7,12 @@ cannot block the open) and O_NOFOLLOW (a symlink as the last component is refuse
 it points to; the writer never makes one), checks the type with fstat on the descriptor
 it will read (no window between check and use), and only then hands out a blocking stream.
 
-Raises `DamagedError` for anything but a regular file, and the OSError of the open itself
-(FileNotFoundError, PermissionError) otherwise. Blocks only on the open(2) of a regular
-file.
+`confined` refuses a path whose directories resolve outside the checkpoint root (a step or
+attempt directory replaced by a symlink to elsewhere); the root itself may be a link.
+
+Raises `DamagedError` for anything but a regular file inside the root, and the OSError of
+the open itself (FileNotFoundError, PermissionError) otherwise. Blocks only on the open(2)
+of a regular file.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ def open_regular(path: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def confined(path: str, root: str) -> str:
+    """`path` if its directory resolves inside `root` (both resolved; no file is opened)."""
+    top = os.path.realpath(root)
+    directory = os.path.realpath(os.path.dirname(path))
+    if directory != top and not directory.startswith(top.rstrip(os.sep) + os.sep):
+        raise DamagedError(f"{path} resolves outside the checkpoint root {root}")
+    return path
 
 
 def _kind(mode: int) -> str:

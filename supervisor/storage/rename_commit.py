@@ -94,16 +94,17 @@ class RenameCommit(CommitStrategy):
         self.remove(doomed)
 
     def open_read(self, path: str) -> BinaryIO:
-        # Regular files only: a FIFO or device planted in a step is refused, never read.
-        return localfile.open_regular(path)  # the caller closes it
+        # Regular files only, inside the root: a FIFO, a device or a directory link planted
+        # in a step is refused, never read (see `localfile`).
+        return localfile.open_regular(localfile.confined(path, self.root))  # caller closes
 
     def read_bounded(self, path: str, limit: int) -> bytes:
-        with localfile.open_regular(path) as stream:
+        with localfile.open_regular(localfile.confined(path, self.root)) as stream:
             return localfile.read_bounded(stream, limit)
 
     def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
         # Mapped copy-on-write rather than copied: the caller's tensors are private pages.
-        return tensorfile.map_file(path, where, size)
+        return tensorfile.map_file(localfile.confined(path, self.root), where, size)
 
     def create_only(self, path: str, data: bytes) -> bool:
         directory, name = path.rsplit("/", 1)

@@ -171,6 +171,14 @@ def link_outside(t: Tamper) -> None:
     t.replace_special(TENSOR, lambda p: os.symlink(target, p))
 
 
+def link_attempt_outside(t: Tamper) -> None:
+    """The whole attempt directory moved outside and linked back: same bytes, elsewhere."""
+    attempt = t.file("").rstrip("/")
+    moved = t.outside / "attempt"
+    os.rename(attempt, moved)
+    os.symlink(moved, attempt)
+
+
 def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
@@ -380,6 +388,7 @@ CASES = [
     ),
     Damage("tensor file a directory", lambda t: t.replace_special(TENSOR, os.mkdir), True),
     Damage("tensor file links outside the root", link_outside, True),
+    Damage("attempt directory links outside the root", link_attempt_outside, True),
 ]
 
 
