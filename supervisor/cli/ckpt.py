@@ -1,11 +1,18 @@
 """`supervise ckpt ls|verify|prune URL`: inspect and tidy a checkpoint root.
 
-All three are torch-free and read through `supervisor.storage`. Exit codes:
+All three are torch-free and read through `supervisor.storage`, with the verdicts every
+reader shares (`supervisor.storage.reader`): a step `ls` shows as committed is one that
+`latest()`, `load()` and supervise's resume step would take, and one shown corrupt is
+skipped by all of them. Exit codes:
 
 - `ls`: 0, listing even corrupt steps (marked so).
-- `verify`: 0 the step is valid, 1 it is corrupt, 2 there is no committed step (or not the
-  one asked for). Storage that cannot be read exits INFRA_FAILED (86) with one line.
-- `prune`: 0 after deleting what `--keep`/`--keep-every` let go.
+- `verify`: 0 the step is valid, 1 it is corrupt (the line names the step that would load
+  instead), 2 there is no committed step (or not the one asked for: `pruned` when it is
+  older than the oldest kept step, `not committed` otherwise). `--all` checks every
+  committed step, one line each, and exits 1 if any is corrupt. Storage that cannot be
+  read exits INFRA_FAILED (86) with one line.
+- `prune`: 0 after deleting what `--keep`/`--keep-every` let go, counting verified steps
+  only: it never deletes the only steps that load.
 
 A bad URL or option exits CONFIG_ERROR (81) through `supervisor.cli.main`. A progress bar
 goes to stderr while verifying checkpoints over 64 MiB: redrawn in place on a terminal,
@@ -27,6 +34,7 @@ PROGRESS_MIN_BYTES = 64 << 20
 # One-shot tools run by hand against a checkpoint root: their flags have no env twins.
 URL = Arg("url", str, "Checkpoint root: a path or an fsspec URL (s3://...).")
 STEP = Flag("step", int | None, None, "Step to verify; default: the newest committed.", twin=False)
+ALL = Flag("all", bool, False, "Verify every committed step, one line each.", twin=False)
 KEEP = Flag("keep", int, ..., "Keep the newest N committed steps (N >= 2).", twin=False)
 KEEP_EVERY = Flag(
     "keep-every", int | None, None, "Also keep every step divisible by K.", twin=False
@@ -54,7 +62,7 @@ def _fail(err: Exception) -> None:
 @command(URL)
 def ls_command(url: str) -> None:
     """List committed, corrupt and uncommitted steps as a table."""
-    from supervisor.core.errors import CheckpointError, StorageError
+    from supervisor.core.errors import StorageError
     from supervisor.storage import layout
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
@@ -66,31 +74,31 @@ def ls_command(url: str) -> None:
         for name in storage.names():
             step = layout.parse_step_dirname(name)
             staged = layout.parse_staging_dirname(name)
-            if staged is not None:
+            if staged is not None and not staged[1].startswith("deleted-"):
                 rows.append((staged[0], "uncommitted", "-", "-", "-", "-", "-"))
                 continue
             if step is None:
                 continue
-            try:
-                if reader.marker(step) is None:
-                    rows.append((step, "uncommitted", "-", "-", "-", "-", "-"))
-                    continue
-                m = reader.manifest(step)
-                problems = reader.shallow_problems(m)
-                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.wall_time))
-                state = "corrupt" if problems else "committed"
-                row = (
-                    step,
-                    state,
-                    m.reason,
-                    _human(m.total_bytes),
-                    str(len(m.files)),
-                    str(m.world_size),
-                    when,
-                )
-                rows.append(row)
-            except CheckpointError:
-                rows.append((step, "corrupt", "-", "-", "-", "-", "-"))
+            verdict = reader.assess(step)
+            if not verdict.found:
+                rows.append((step, "uncommitted", "-", "-", "-", "-", "-"))
+                continue
+            m = verdict.manifest
+            state = "corrupt" if verdict.problems else "committed"
+            if m is None:
+                rows.append((step, state, "-", "-", "-", "-", "-"))
+                continue
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.wall_time))
+            row = (
+                step,
+                state,
+                m.reason,
+                _human(m.total_bytes),
+                str(len(m.files)),
+                str(m.world_size),
+                when,
+            )
+            rows.append(row)
     except StorageError as err:
         _fail(err)
     if not rows:
@@ -127,8 +135,8 @@ def _progress() -> Callable[[int, int], None]:
     return show
 
 
-@command(URL, STEP)
-def verify_command(url: str, step: int | None) -> None:
+@command(URL, STEP, ALL)
+def verify_command(url: str, step: int | None, all: bool) -> None:
     """Check every byte of a step against its checksums: exit 0 valid, 1 corrupt, 2 none."""
     from supervisor.core.errors import StorageError
     from supervisor.storage.backend import Storage
@@ -136,47 +144,75 @@ def verify_command(url: str, step: int | None) -> None:
 
     try:
         reader = Reader(Storage(url))
+        committed = reader.steps()
+        if not committed:
+            print(f"no committed checkpoint under {url}")
+            raise typer.Exit(2)
+        if all:
+            _verify_all(reader, committed)
+            return
         if step is None:
-            committed = reader.steps()
-            if not committed:
-                print(f"no committed checkpoint under {url}")
-                raise typer.Exit(2)
             step = committed[-1]
         result = reader.verify(step, _progress())
+        if not result.found:
+            if step < committed[0]:
+                print(f"step {step}: pruned (the oldest kept step is {committed[0]})")
+            else:
+                print(f"step {step}: not committed under {url}")
+            raise typer.Exit(2)
+        if not result.ok:
+            print(f"step {step}: CORRUPT; {_instead(reader)}")
+            for problem in result.problems:
+                print(f"  {problem}")
+            raise typer.Exit(1)
     except StorageError as err:
         _fail(err)
         return
-    if not result.found:
-        print(f"step {step}: not committed under {url}")
-        raise typer.Exit(2)
-    if not result.ok:
-        print(f"step {step}: CORRUPT")
-        for problem in result.problems:
-            print(f"  {problem}")
-        raise typer.Exit(1)
     print(f"step {step}: valid ({_human(result.bytes_checked)} checked)")
+
+
+def _instead(reader) -> str:  # type: ignore[no-untyped-def]
+    newest = reader.latest()
+    return f"the newest step that loads is {newest}" if newest is not None else "no step loads"
+
+
+def _verify_all(reader, committed: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """One line per committed step, oldest first; exit 1 if any is corrupt."""
+    bad = 0
+    for step in committed:
+        result = reader.verify(step, _progress())
+        if not result.found:
+            print(f"step {step}: pruned meanwhile")
+        elif result.ok:
+            print(f"step {step}: valid ({_human(result.bytes_checked)} checked)")
+        else:
+            bad += 1
+            print(f"step {step}: CORRUPT: {'; '.join(result.problems)}")
+    if bad:
+        print(f"{bad} of {len(committed)} steps corrupt; {_instead(reader)}")
+        raise typer.Exit(1)
 
 
 @command(URL, KEEP, KEEP_EVERY)
 def prune_command(url: str, keep: int, keep_every: int | None) -> None:
     """Delete old committed steps beyond the retention, and leftovers of failed saves."""
     from supervisor.core.errors import ConfigError, StorageError
+    from supervisor.storage import housekeeping
     from supervisor.storage.backend import Storage
     from supervisor.storage.reader import Reader
-    from supervisor.storage.retention import Retention, to_delete
+    from supervisor.storage.retention import Retention
 
     if keep < 2:
         raise ConfigError(f"--keep must be >= 2 (got {keep}): the previous step is the fallback")
     retention = Retention(keep, keep_every)  # ConfigError (exit 81) for a bad --keep-every
     try:
         storage = Storage(url)
-        doomed = to_delete(Reader(storage).steps(), retention)
+        reader = Reader(storage)
+        doomed = housekeeping.doomed(reader, retention)
         for step in doomed:
             storage.trash(step)
             print(f"deleted step {step}")
-        from supervisor.storage.store import CheckpointStore
-
-        CheckpointStore(url, keep_last=keep, keep_every=keep_every).cleanup()
+        housekeeping.remove_leftovers(storage, reader)
     except StorageError as err:
         _fail(err)
     if not doomed:

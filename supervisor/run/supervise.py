@@ -159,13 +159,23 @@ def _environ() -> dict[str, str]:
 
 
 def _resolver(checkpoint_dir: str | None):  # type: ignore[no-untyped-def]
-    """The latest committed step in `checkpoint_dir`, looked up afresh for each attempt."""
+    """The step to resume from: the newest *verified* step in `checkpoint_dir`, looked up
+    afresh for each attempt with the very call `CheckpointStore.latest()` and `load()` use
+    (`supervisor.storage.reader`), so the trainer is told the step its `load()` returns.
+    One reader serves every attempt, so a step is read in full at most once per run (and
+    once per store where `VERIFIED` can be recorded). Torch-free. Raises `StorageError`
+    only when storage itself fails; a damaged step is skipped, never raised."""
     if not checkpoint_dir:
         return None
+    reader = None
 
     def latest() -> int | None:
-        from supervisor import storage
+        nonlocal reader
+        if reader is None:
+            from supervisor.storage.backend import Storage
+            from supervisor.storage.reader import Reader
 
-        return storage.latest(checkpoint_dir)
+            reader = Reader(Storage(checkpoint_dir))
+        return reader.latest()
 
     return latest

@@ -9,7 +9,8 @@ Training code uses `CheckpointStore` (also exported as `supervisor.CheckpointSto
 The supervisor process uses the module functions `steps`, `latest`, `verify`, which never
 import torch. The guarantees and failure windows are in `store` (an overview, and the
 modules of each duty), `backend` with `rename_commit` and `marker_commit` (the commit
-protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as committed).
+protocol per storage kind), `sharded` (DCP saves) and `reader` (what counts as committed,
+and as verified: the step `latest`, `load` and supervise's resume step all agree on).
 `_ledger/` at the top of a checkpoint URL is reserved for the run ledger (see `backend`).
 
 Importing this package costs fsspec but never torch.
@@ -52,7 +53,9 @@ def steps(url: str, storage_options: dict[str, Any] | None = None) -> list[int]:
 
 
 def latest(url: str, storage_options: dict[str, Any] | None = None) -> int | None:
-    """The newest committed step whose manifest and files check out, or None. Torch-free."""
+    """The newest verified step (every byte checked once, then recorded; see `reader`),
+    or None; the step `CheckpointStore.load()` returns. Torch-free; never raises for a
+    damaged step, `StorageError` when storage fails."""
     return _reader(url, storage_options).latest()
 
 
@@ -62,5 +65,6 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Verification:
-    """Deep-check one step (every byte against its checksum). Torch-free."""
+    """Deep-check one step (every byte against its checksum, headers and skeleton against
+    the manifest); damage found is recorded, so `latest` skips the step. Torch-free."""
     return _reader(url, storage_options).verify(step, progress)

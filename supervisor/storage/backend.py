@@ -125,22 +125,30 @@ class Storage:
                 return []  # no checkpoint yet: the first save creates the root
             return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-    def read(self, path: str) -> bytes | None:
-        """Whole small object, or None if absent."""
+    def read(self, path: str, limit: int | None = None) -> bytes | None:
+        """Whole small object, or None if absent. With `limit`, never more than `limit`
+        bytes are read: a longer object raises `DamagedError`; on local filesystems
+        anything but a regular file does too (see `localfile`)."""
         with self.guard(f"reading {path}"):
             try:
-                return self.fs.cat_file(path)
+                if limit is None:
+                    return self.fs.cat_file(path)
+                data = self.strategy.read_bounded(path, limit + 1)
             except FileNotFoundError:
                 return None
+        if len(data) > limit:
+            raise layout.DamagedError(f"{path} is larger than the {limit} bytes expected")
+        return data
 
     def open_read(self, path: str) -> BinaryIO:
         with self.guard(f"opening {path}"):
             return self.strategy.open_read(path)
 
-    def read_tensors(self, path: str) -> tuple[dict[int, Any], str, int]:
-        """The tensors of one tensor file, its checksum and size."""
+    def read_tensors(self, path: str, size: int) -> tuple[dict[int, Any], str, int]:
+        """The tensors of one tensor file of `size` bytes (the manifest's), its checksum
+        and actual size; nothing is allocated beyond what `size` allows."""
         with self.guard(f"reading {path}"):
-            return self.strategy.read_tensors(path, path)
+            return self.strategy.read_tensors(path, path, size)
 
     def sizes(self, directory: str) -> dict[str, int]:
         """Relative path -> size for every file under `directory` (recursively)."""

@@ -13,8 +13,17 @@ Step numbers are zero-padded so that lexicographic order is numeric order in eve
 Each save runs as a fresh `attempt`; the marker names the attempt that won, so files of a
 zombie writer for the same step are never read (and are cleaned up later).
 
-A step is committed iff `COMMITTED` parses and names the SHA-256 of the attempt's manifest.
-Every parse error here raises `CheckpointError` saying which object is bad.
+A step is committed iff its `COMMITTED` marker exists; it is sound iff the marker parses and
+names the SHA-256 of the attempt's manifest, and the manifest parses. Every parse error of a
+stored object raises `DamagedError` (a `CheckpointError`) saying which object is bad.
+Beside the marker, `VERIFIED` and `DAMAGED` are the reader's small create-only records of a
+full verification (`Record`, see `reader`); neither is ever an attempt name.
+
+Confinement: every name that comes from a stored object and becomes part of a path is checked
+here before it is used. An attempt is one lowercase segment (`check_attempt`); a file path of
+a manifest is relative, '/'-separated parts of letters, digits and `_ . = -`, none empty,
+'.' or '..', no backslash or NUL (`check_file_path`). A hostile manifest or marker therefore
+cannot name anything outside its step's directory.
 
 `_ledger/` (`LEDGER_PREFIX`) at the top of the root is reserved for the run ledger's small
 create-only records: no step name can collide with it, the store and `supervise ckpt`
@@ -39,6 +48,9 @@ from supervisor.gang.options import LEDGER_PREFIX  # where the ledger lives
 FORMAT = "supervise-checkpoint"
 FORMAT_VERSION = 1
 MARKER = "COMMITTED"
+VERIFIED = "VERIFIED"
+DAMAGED = "DAMAGED"
+RECORDS = (VERIFIED, DAMAGED)
 MANIFEST = "manifest.json"
 SKELETON = "state.json"
 PICKLES = "objects.pt"
@@ -55,6 +67,45 @@ KINDS = ("state", "dcp")
 _STEP_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})$")
 _STAGING_RE = re.compile(rf"^step_(\d{{{STEP_DIGITS},}})\.tmp-([0-9a-z-]+)$")
 _KEY_PART_RE = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9_.=-]*")
+_ATTEMPT_RE = re.compile(r"[0-9a-z][0-9a-z-]{0,127}")
+_PATH_PART_RE = re.compile(r"[A-Za-z0-9_.=-]{1,255}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_XXH3_RE = re.compile(r"[0-9a-f]{32}")
+
+
+class DamagedError(CheckpointError):
+    """A stored object of a committed step is wrong: unparseable, inconsistent with the
+    manifest, failing its checksum, of the wrong file type, or naming a path outside its
+    step. Readers skip such a step and record it (`reader`); it never means that storage
+    itself failed (that is `StorageError`)."""
+
+
+def check_attempt(attempt: object, where: str) -> str:
+    """`attempt` if it is one safe lowercase path segment (as `new_attempt` makes them)."""
+    if not isinstance(attempt, str) or not _ATTEMPT_RE.fullmatch(attempt):
+        raise DamagedError(f"{where}: attempt {attempt!r} is not a valid attempt name")
+    return attempt
+
+
+def check_file_path(path: object, where: str) -> str:
+    """`path` if it is relative and stays inside the attempt directory (see the module
+    docstring); `DamagedError` otherwise."""
+    if (
+        not isinstance(path, str)
+        or not path
+        or len(path) > 1024
+        or not all(
+            _PATH_PART_RE.fullmatch(part) and part not in (".", "..") for part in path.split("/")
+        )
+    ):
+        raise DamagedError(f"{where}: file path {path!r} leaves the step directory or is invalid")
+    return path
+
+
+def _int(value: object, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
 
 
 def step_dirname(step: int) -> str:
@@ -159,32 +210,54 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> Manifest:
+        """Parse and check a manifest: `DamagedError` for anything malformed, a file path
+        that leaves the attempt directory, a repeated path, or a state save without its
+        skeleton."""
         try:
             body = json.loads(raw)
-            if body.get("format") != FORMAT:
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
                 raise ValueError("not a supervise checkpoint manifest")
             if body.get("version") != FORMAT_VERSION:
                 raise ValueError(
                     f"format version {body.get('version')}, this supervise reads {FORMAT_VERSION}"
                 )
-            files = tuple(
-                FileEntry(f["path"], int(f["size"]), str(f["xxh3"])) for f in body["files"]
-            )
+            if not isinstance(body["files"], list):
+                raise ValueError("files is not a list")
+            files = []
+            for f in body["files"]:
+                if not isinstance(f, dict) or not isinstance(f["xxh3"], str):
+                    raise ValueError(f"bad file entry {f!r}")
+                if not _XXH3_RE.fullmatch(f["xxh3"]):
+                    raise ValueError(f"bad checksum {f['xxh3']!r}")
+                path = check_file_path(f["path"], where)
+                files.append(FileEntry(path, _int(f["size"], "size"), f["xxh3"]))
+            if len({f.path for f in files}) != len(files):
+                raise ValueError("a file is listed twice")
+            kind = str(body["kind"])
+            if kind not in KINDS:
+                raise ValueError(f"unknown kind {kind!r}")
+            if kind == "state" and SKELETON not in {f.path for f in files}:
+                raise ValueError(f"a state checkpoint without {SKELETON}")
+            metadata, versions = body.get("metadata") or {}, body.get("versions") or {}
+            if not isinstance(metadata, dict) or not isinstance(versions, dict):
+                raise ValueError("metadata and versions must be objects")
             return cls(
-                step=int(body["step"]),
-                attempt=str(body["attempt"]),
+                step=_int(body["step"], "step"),
+                attempt=check_attempt(body["attempt"], where),
                 reason=str(body["reason"]),
-                kind=str(body["kind"]),
+                kind=kind,
                 wall_time=float(body["wall_time"]),
-                world_size=int(body["world_size"]),
-                files=files,
-                tensor_bytes=int(body.get("tensor_bytes", 0)),
-                tensor_count=int(body.get("tensor_count", 0)),
-                metadata=dict(body.get("metadata") or {}),
-                versions=dict(body.get("versions") or {}),
+                world_size=_int(body["world_size"], "world_size", 1),
+                files=tuple(files),
+                tensor_bytes=_int(body.get("tensor_bytes", 0), "tensor_bytes"),
+                tensor_count=_int(body.get("tensor_count", 0), "tensor_count"),
+                metadata=dict(metadata),
+                versions=dict(versions),
             )
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(
+        except DamagedError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError) as err:
+            raise DamagedError(
                 f"manifest {where} is unreadable ({err}); the step is corrupt"
             ) from err
 
@@ -210,10 +283,46 @@ class Marker:
 
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> Marker:
+        """Parse and check a marker: `DamagedError` for anything but a JSON object naming a
+        valid step, attempt (one safe segment) and SHA-256."""
         try:
             body = json.loads(raw)
-            if body.get("format") != FORMAT:
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
                 raise ValueError("not a supervise commit marker")
-            return cls(int(body["step"]), str(body["attempt"]), str(body["manifest_sha256"]))
+            sha = body["manifest_sha256"]
+            if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+                raise ValueError(f"bad manifest hash {sha!r}")
+            return cls(_int(body["step"], "step"), check_attempt(body["attempt"], where), sha)
+        except DamagedError:
+            raise
         except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"commit marker {where} is unreadable ({err})") from err
+            raise DamagedError(f"commit marker {where} is unreadable ({err})") from err
+
+
+@dataclass(frozen=True)
+class Record:
+    """`VERIFIED` or `DAMAGED` beside a step's marker: the outcome of one full verification
+    of the manifest whose SHA-256 it names (a record naming another hash is ignored)."""
+
+    kind: str  # VERIFIED or DAMAGED
+    manifest_sha256: str
+    wall_time: float
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, **asdict(self), "problems": list(self.problems)}
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Record | None:
+        """The record, or None for anything unparseable (then it is as if absent)."""
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
+                return None
+            if body["kind"] not in RECORDS or not isinstance(body["manifest_sha256"], str):
+                return None
+            problems = tuple(str(p) for p in body.get("problems") or ())
+            return cls(body["kind"], body["manifest_sha256"], float(body["wall_time"]), problems)
+        except (ValueError, KeyError, TypeError):
+            return None

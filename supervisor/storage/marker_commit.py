@@ -74,9 +74,9 @@ class MarkerCommit(CommitStrategy):
     def open_read(self, path: str) -> BinaryIO:
         return self.fs.open(path, "rb", block_size=8 << 20, cache_type="readahead")
 
-    def read_tensors(self, path: str, where: str) -> tuple[dict[int, Any], str, int]:
+    def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
         with self.open_read(path) as stream:
-            return tensorfile.read_file(stream, where)
+            return tensorfile.read_file(stream, where, size)
 
     def create_only(self, path: str, data: bytes) -> bool:
         try:

@@ -26,7 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from supervisor.storage import dcp_guard, layout, tensorfile
+from supervisor.storage import dcp_guard, layout, localfile, tensorfile
 from supervisor.storage.strategy import CommitStrategy
 
 
@@ -94,11 +94,17 @@ class RenameCommit(CommitStrategy):
         self.remove(doomed)
 
     def open_read(self, path: str) -> BinaryIO:
-        return open(path, "rb", buffering=0)  # the caller closes it
+        # Regular files only, inside the root: a FIFO, a device or a directory link planted
+        # in a step is refused, never read (see `localfile`).
+        return localfile.open_regular(localfile.confined(path, self.root))  # caller closes
 
-    def read_tensors(self, path: str, where: str) -> tuple[dict[int, Any], str, int]:
+    def read_bounded(self, path: str, limit: int) -> bytes:
+        with localfile.open_regular(localfile.confined(path, self.root)) as stream:
+            return localfile.read_bounded(stream, limit)
+
+    def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
         # Mapped copy-on-write rather than copied: the caller's tensors are private pages.
-        return tensorfile.map_file(path, where)
+        return tensorfile.map_file(localfile.confined(path, self.root), where, size)
 
     def create_only(self, path: str, data: bytes) -> bool:
         directory, name = path.rsplit("/", 1)

@@ -14,14 +14,23 @@ Guarantees, in short:
 
 - A step becomes visible only when its `COMMITTED` marker is written, after every data file
   and the manifest are durable. A reader (`latest`, `load`, `steps`) never sees a partial
-  step, whatever moment the writer dies at. Failure windows: none for local filesystems;
-  on object stores without a create-only put, two concurrent writers of one step (see
-  `marker_commit`).
+  step, whatever moment the writer dies at.
+- `latest()` names a *verified* step: the newest committed step whose marker, manifest,
+  file sizes, tensor headers and every byte's checksum check out (see `reader`; a full
+  verification is recorded beside the marker, so it runs once per step). `load()` walks
+  the same steps with the same verdicts and returns that step; supervise's resume step is
+  the same call. Damage of any kind (an empty or garbage marker, a manifest that lies, a
+  flipped byte, a FIFO or device planted as a file, a path leaving the step) means
+  fallback to the next older verified step, never a crash; nothing is read beyond the
+  manifest's sizes and nothing outside the root is opened.
+- Failure windows of the commit: none for local filesystems; on object stores without a
+  create-only put, two concurrent writers of one step (see `marker_commit`).
 - A committed step is never overwritten: saving an existing step again succeeds only if the
   content is identical (same files, sizes and checksums) and raises `CheckpointError`
   otherwise. The losing attempt's files are removed; the committed ones are untouched.
 - Retention deletes only committed steps, only right after a newer step was committed, and
-  never the newest two (see `retention`). Deleting invalidates a step before removing bytes.
+  never the newest two verified steps, nor anything newer than them (see `housekeeping`).
+  Deleting invalidates a step before removing bytes.
 - Every storage failure raises `StorageError` (exit class INFRA_FAILED) and leaves every
   committed step intact; half-written attempts are removed on a best-effort basis and
   otherwise by `cleanup`, which runs after each commit.
@@ -41,6 +50,7 @@ where parallel uploads pay off. Retention runs on the background thread after a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -131,7 +141,8 @@ class CheckpointStore:
         return self.reader.steps()
 
     def latest(self) -> int | None:
-        """The newest committed step whose manifest and files check out, or None."""
+        """The newest verified step (see the module docstring), or None. Never raises for a
+        damaged step; reads a step's bytes only the first time it is judged."""
         self._lifecycle.settle_local(wait=False)
         return self.reader.latest()
 
@@ -140,7 +151,8 @@ class CheckpointStore:
         return self.reader.manifest(layout.check_step(step))
 
     def verify(self, step: int, progress: Callable[[int, int], None] | None = None) -> Verification:
-        """Read every byte of `step` and compare checksums. Never raises for corruption."""
+        """Read every byte of `step` and compare checksums. Never raises for corruption;
+        damage found is recorded, so `latest()` and `load()` skip the step from then on."""
         return self.reader.verify(layout.check_step(step), progress)
 
     # Saving ----------------------------------------------------------------------------
@@ -228,8 +240,10 @@ class CheckpointStore:
     def load(self, step: int | None = None, map_location: Any = "cpu") -> Any:
         """The state saved at `step`, checksums verified while reading.
 
-        With `step=None`, the newest committed step that loads; a corrupt newer step is
-        skipped with a warning. Raises `CheckpointError` when there is none."""
+        With `step=None`, the step `latest()` names, or older ones if a load finds damage
+        that `latest()` had not (see `reader`); a damaged newer step is skipped with a
+        warning. Raises `CheckpointError` when no step loads, and for an explicit `step`
+        that is not committed or is damaged (naming the step that would load)."""
         self._lifecycle.settle_local(wait=False)  # and retention from the last save is done
         if step is not None:
             step = layout.check_step(step)
@@ -270,6 +284,11 @@ class CheckpointStore:
         save. Retention runs on the background thread; the next save (or close) waits for
         it, so it never overlaps another save."""
         committed = writer.publish(self.storage, self.reader, manifest, directory)
+        if committed.attempt == manifest.attempt:
+            # Verified in this process's memory only: its checksums were computed from the
+            # very bytes written. Not recorded durably: a later process verifies it once by
+            # reading it, so bytes damaged after this save are caught before anyone resumes.
+            self.reader.trust(committed.step, hashlib.sha256(committed.to_json()).hexdigest())
         self._lifecycle.in_background(
             lambda: housekeeping.retire(self.storage, self.reader, self.retention, committed.step)
         )

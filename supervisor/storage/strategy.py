@@ -106,9 +106,15 @@ class CommitStrategy(ABC):
     def open_read(self, path: str) -> BinaryIO:
         """An open stream over an existing file; the caller closes it."""
 
+    def read_bounded(self, path: str, limit: int) -> bytes:
+        """At most `limit` bytes from the start of an existing file (FileNotFoundError if
+        there is none): a ranged read, so a huge object costs no more than `limit`."""
+        return self.fs.cat_file(path, start=0, end=limit)
+
     @abstractmethod
-    def read_tensors(self, path: str, where: str) -> tuple[dict[int, Any], str, int]:
-        """The tensors of one tensor file, its checksum and size (see `tensorfile`)."""
+    def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
+        """The tensors of one tensor file of `size` bytes (the manifest's size), its
+        checksum and actual size (see `tensorfile`)."""
 
     # Small create-only objects (the commit marker, the run ledger) ---------------------
 

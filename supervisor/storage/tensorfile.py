@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Protocol
 
 from supervisor.core.errors import CheckpointError
 from supervisor.storage import checksum
+from supervisor.storage.layout import DamagedError
 
 CHUNK = 16 << 20  # large enough that per-chunk overhead vanishes, small enough to pipeline
 
@@ -51,6 +52,27 @@ DTYPES = {
     "complex64": "C64",
 }
 TORCH_DTYPES = {code: name for name, code in DTYPES.items()}
+# safetensors dtype code -> bytes per element, so a header is checked without torch.
+ITEMSIZES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "C64": 8,
+}
+HEADER_LIMIT = 100 << 20  # the safetensors cap on the JSON header
+MAX_DIMS = 64
 
 
 class Sink(Protocol):
@@ -177,48 +199,115 @@ def write_file(sink: Sink, plan: Plan, bodies: Iterable[memoryview]) -> str:
         digest.close()
 
 
-def read_header(stream: BinaryIO, where: str) -> tuple[int, dict[str, Any], bytes]:
-    raw_len = stream.read(8)
+def parse_header(header: object, where: str, body_size: int) -> tuple[Entry, ...]:
+    """Check a parsed tensor file header against the size of the body that follows it, the
+    body size coming from the manifest, never from the header. Returns the entries in
+    offset order. `DamagedError` unless: it is a JSON object; every key but
+    `__metadata__` is a tensor index (decimal); every entry has a known dtype, a shape of
+    non-negative ints and integer offsets; each tensor's byte count is exactly its shape
+    times its element size; and the tensors tile the body exactly, without holes, overlaps
+    or trailing bytes. Nothing is allocated from a header before this passes. Torch-free."""
+    if not isinstance(header, dict):
+        raise DamagedError(f"{where}: tensor file header is not a JSON object")
+    entries = []
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            index = int(key) if key.isdigit() and len(key) < 12 else -1
+            if index < 0 or key != str(index):
+                raise ValueError(f"key {key!r} is not a tensor index")
+            if not isinstance(info, dict):
+                raise ValueError("entry is not an object")
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+            if dtype not in ITEMSIZES:
+                raise ValueError(f"unknown dtype {dtype!r}")
+            if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+                raise ValueError(f"bad shape {shape!r}")
+            if not isinstance(offsets, list) or len(offsets) != 2:
+                raise ValueError(f"bad data_offsets {offsets!r}")
+            for value in (*shape, *offsets):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"bad shape or offset {value!r}")
+            begin, end = offsets
+            if not begin <= end <= body_size:
+                raise ValueError(f"data_offsets {offsets} outside a body of {body_size} bytes")
+            if math.prod(shape) * ITEMSIZES[dtype] != end - begin:
+                raise ValueError(f"shape {shape} of {dtype} is not {end - begin} bytes")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise DamagedError(f"{where}: tensor {key!r} has a bad layout ({err})") from err
+        entries.append(Entry(index, dtype, tuple(shape), begin, end))
+    entries.sort(key=lambda e: (e.begin, e.end))
+    position = 0
+    for e in entries:
+        if e.begin != position:
+            raise DamagedError(f"{where}: tensor {e.index} does not follow the one before it")
+        position = e.end
+    if position != body_size:
+        raise DamagedError(f"{where}: tensors end at byte {position} of a {body_size}-byte body")
+    return tuple(entries)
+
+
+def header_length(raw_len: bytes, where: str, size: int) -> int:
+    """The JSON header's length from the first 8 bytes of a file of `size` bytes (the
+    manifest's size); `DamagedError` if it cannot fit."""
     if len(raw_len) != 8:
-        raise CheckpointError(f"{where}: truncated tensor file header")
+        raise DamagedError(f"{where}: truncated tensor file header")
     (length,) = struct.unpack("<Q", raw_len)
-    if length > 100 << 20:  # the safetensors cap; a torn length must not allocate gigabytes
-        raise CheckpointError(f"{where}: tensor file header claims {length} bytes")
-    raw = stream.read(length)
-    if len(raw) != length:
-        raise CheckpointError(f"{where}: truncated tensor file header")
+    if length > min(HEADER_LIMIT, size - 8):  # a torn length must not allocate gigabytes
+        raise DamagedError(f"{where}: tensor file header claims {length} bytes of {size}")
+    return length
+
+
+def load_header(raw: bytes, where: str) -> object:
     try:
-        header = json.loads(raw)
-    except ValueError as err:
-        raise CheckpointError(f"{where}: tensor file header is not JSON ({err})") from err
-    return length, header, raw_len + raw
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise DamagedError(f"{where}: tensor file header is not JSON ({err})") from err
+
+
+def read_header(stream: BinaryIO, where: str, size: int) -> tuple[tuple[Entry, ...], bytes]:
+    """Read and check the header of a tensor file of `size` bytes (the manifest's size):
+    its entries and the raw header bytes (length prefix included), for the checksum."""
+    raw_len = _read_exactly(stream, 8)
+    length = header_length(raw_len, where, size)
+    raw = _read_exactly(stream, length)
+    if len(raw) != length:
+        raise DamagedError(f"{where}: truncated tensor file header")
+    entries = parse_header(load_header(raw, where), where, size - 8 - length)
+    return entries, raw_len + raw
+
+
+def _read_exactly(stream: BinaryIO, count: int) -> bytes:
+    parts, left = [], count
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 def read_file(
-    stream: BinaryIO, where: str, progress: Callable[[int], None] | None = None
+    stream: BinaryIO, where: str, size: int, progress: Callable[[int], None] | None = None
 ) -> tuple[dict[int, Any], str, int]:
-    """Read every tensor of one file into its own CPU storage; return (tensors, checksum,
-    size). The caller compares both with the manifest before using the tensors."""
+    """Read every tensor of one file of `size` bytes (the manifest's size) into its own CPU
+    storage; return (tensors, checksum, size). The header is checked against `size` before
+    anything is allocated, and nothing past `size` is read but one byte to detect a longer
+    file. The caller compares checksum and size with the manifest before using the tensors."""
     import torch
 
-    _, header, head_bytes = read_header(stream, where)
+    entries, head_bytes = read_header(stream, where, size)
     digest = _Digest()
     try:
         digest.update(head_bytes)
-        entries = sorted(
-            ((k, v) for k, v in header.items() if k != "__metadata__"),
-            key=lambda kv: kv[1]["data_offsets"][0],
-        )
         out: dict[int, Any] = {}
         position = 0
-        for key, info in entries:
-            begin, end = info["data_offsets"]
-            if begin != position or end < begin or info["dtype"] not in TORCH_DTYPES:
-                raise CheckpointError(f"{where}: tensor {key} has a bad layout")
-            tensor = torch.empty(info["shape"], dtype=getattr(torch, TORCH_DTYPES[info["dtype"]]))
+        for e in entries:
+            key = e.index
+            tensor = torch.empty(e.shape, dtype=getattr(torch, TORCH_DTYPES[e.dtype]))
             view = tensor_memory(tensor)
-            if len(view) != end - begin:
-                raise CheckpointError(f"{where}: tensor {key} size does not match its shape")
             for piece in chunks(view):
                 got = stream.readinto(piece)
                 while got and got < len(piece):  # short reads happen on some filesystems
@@ -227,18 +316,19 @@ def read_file(
                         break
                     got += more
                 if got != len(piece):
-                    raise CheckpointError(f"{where}: truncated in tensor {key}")
+                    raise DamagedError(f"{where}: truncated in tensor {key}")
                 digest.update(piece)
                 if progress:
                     progress(len(piece))
-            out[int(key)] = tensor
-            position = end
-        return out, digest.hexdigest(), len(head_bytes) + position
+            out[key] = tensor
+            position = e.end
+        extra = len(stream.read(1))  # a longer file than the manifest says fails the size
+        return out, digest.hexdigest(), len(head_bytes) + position + extra
     finally:
         digest.close()
 
 
-def map_file(path: str, where: str) -> tuple[dict[int, Any], str, int]:
+def map_file(path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
     """Local files: map the file copy-on-write and view every tensor in place.
 
     No copy at all: hashing the mapping (which the caller checks against the manifest) is
@@ -247,27 +337,29 @@ def map_file(path: str, where: str) -> tuple[dict[int, Any], str, int]:
     tensor never reaches the file); the mapping goes when the last of them is freed. Safe
     because committed files are never modified in place: retention unlinks them, which
     leaves an existing mapping valid.
-    Returns (tensors, checksum, file size)."""
+    Only a regular file of exactly `size` bytes (the manifest's size) is mapped
+    (`localfile.open_regular`), and its header is checked against that size before any
+    tensor is made. Returns (tensors, checksum, file size)."""
     import mmap
     import os
 
     import torch
 
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    from supervisor.storage.localfile import open_regular
+
+    with open_regular(path) as f:
+        actual = os.fstat(f.fileno()).st_size
+        if actual != size:
+            raise DamagedError(f"{where}: {actual} bytes, the manifest says {size}")
         if size < 8:
-            raise CheckpointError(f"{where}: truncated tensor file header")
+            raise DamagedError(f"{where}: truncated tensor file header")
         mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
     mapped.madvise(mmap.MADV_SEQUENTIAL)
     view = memoryview(mapped)
     try:
-        (length,) = struct.unpack_from("<Q", view, 0)
-        if 8 + length > size:
-            raise CheckpointError(f"{where}: truncated tensor file header")
-        try:
-            header = json.loads(bytes(view[8 : 8 + length]))
-        except ValueError as err:
-            raise CheckpointError(f"{where}: tensor file header is not JSON ({err})") from err
+        length = header_length(bytes(view[:8]), where, size)
+        header = load_header(bytes(view[8 : 8 + length]), where)
+        entries = parse_header(header, where, size - 8 - length)
         digest = checksum.new()
         for piece in chunks(view):
             digest.update(piece)
@@ -275,22 +367,14 @@ def map_file(path: str, where: str) -> tuple[dict[int, Any], str, int]:
         view.release()
     base = 8 + length
     out: dict[int, Any] = {}
-    for key, info in header.items():
-        if key == "__metadata__":
+    for e in entries:
+        dtype = getattr(torch, TORCH_DTYPES[e.dtype])
+        if e.begin == e.end:
+            out[e.index] = torch.empty(e.shape, dtype=dtype)  # checked: it holds no elements
             continue
-        begin, end = info["data_offsets"]
-        if not 0 <= begin <= end <= size - base or info["dtype"] not in TORCH_DTYPES:
-            raise CheckpointError(f"{where}: tensor {key} has a bad layout")
-        dtype = getattr(torch, TORCH_DTYPES[info["dtype"]])
-        shape = info["shape"]
-        if begin == end:
-            out[int(key)] = torch.empty(shape, dtype=dtype)
-            continue
-        count, rest = divmod(end - begin, dtype.itemsize)
-        if rest or count != math.prod(shape):
-            raise CheckpointError(f"{where}: tensor {key} size does not match its shape")
         # A storage of its own that starts at the tensor: some torch APIs (set_rng_state)
         # read from the storage's base pointer and ignore a view's offset.
-        flat = torch.frombuffer(mapped, dtype=dtype, count=count, offset=base + begin)
-        out[int(key)] = flat.view(shape)
+        count = (e.end - e.begin) // ITEMSIZES[e.dtype]
+        flat = torch.frombuffer(mapped, dtype=dtype, count=count, offset=base + e.begin)
+        out[e.index] = flat.view(e.shape)
     return out, digest.hexdigest(), size

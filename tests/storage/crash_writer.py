@@ -55,8 +55,9 @@ def saver(url: str, options: dict | None, report: int) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)  # no OpenMP pool in the parent: forking stays safe
-    with tempfile.TemporaryDirectory() as scratch:
-        open_store(scratch, None).save(0, make_state(0))  # imports everything before forking
+    # Imports everything before forking; closed before the directory goes.
+    with tempfile.TemporaryDirectory() as scratch, open_store(scratch, None) as store:
+        store.save(0, make_state(0))
     print("ready", flush=True)
     for line in sys.stdin:
         if line.startswith("calibrate "):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import pickle
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,14 +91,24 @@ def test_a_planted_objects_pt_never_runs(
 def test_without_allow_pickle_objects_pt_is_refused_before_any_file_is_read(
     tmp_path: Path,
 ) -> None:
-    # The skeleton is missing too: the refusal comes first, so no file was opened.
     store = CheckpointStore(str(tmp_path / "ckpt"), allow_pickle=True)
     store.save(1, {"odd": {1, 2}})
-    directory = Path(store.reader.attempt_dir(store.manifest(1)))
-    (directory / layout.SKELETON).unlink()
-    (directory / layout.PICKLES).unlink()
-    with pytest.raises(CheckpointError, match="holds pickled objects"):
-        CheckpointStore(str(tmp_path / "ckpt")).load(1)
+    attempt = Path(store.reader.attempt_dir(store.manifest(1)))
+    opened: list[str] = []
+    recording = True
+
+    def audit(event: str, args: tuple) -> None:
+        if recording and event == "open" and isinstance(args[0], str | bytes | Path):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(audit)  # hooks cannot be removed: `recording` switches this one off
+    try:
+        with pytest.raises(CheckpointError, match="holds pickled objects"):
+            CheckpointStore(str(tmp_path / "ckpt")).load(1)
+    finally:
+        recording = False
+    data = [p for p in opened if p.startswith(str(attempt)) and not p.endswith(layout.MANIFEST)]
+    assert not data, data  # the manifest said enough: no data file, no pickle, was opened
 
 
 @pytest.fixture
