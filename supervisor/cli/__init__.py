@@ -97,6 +97,11 @@ def _early_exit(code: ExitCode, message: str, args: list[str], supervising: bool
     sys.exit(code.code)
 
 
+def _flags_end(args: list[str]) -> int:
+    """Where supervise's own arguments end (`--` or the end)."""
+    return args.index("--") if "--" in args else len(args)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point: `supervise ...`."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -105,6 +110,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     elif args[0] in ("--help", "-h"):
         args = ["run", "--help"]
     supervising = args[0] == "run"
+    if supervising and not ({"--help", "-h", "--version"} & set(args[: _flags_end(args)])):
+        # First, before anything can block: a SIGTERM from here on is data, never lost
+        # (PID 1) or fatal (exit 143).
+        from supervisor.run.signals import install
+
+        install()
     try:
         # Without standalone mode, click returns the code of a `typer.Exit` instead of raising.
         returned = app(args=args, prog_name="supervise", standalone_mode=False)
