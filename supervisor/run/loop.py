@@ -18,7 +18,6 @@ import os
 import queue
 import select
 import signal
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -51,7 +50,7 @@ from supervisor.core.events import (
 from supervisor.core.exitcodes import ExitCode
 from supervisor.outputs import Outputs
 from supervisor.process import children
-from supervisor.process.logpump import Activity, LogPump, Matcher
+from supervisor.process.logpump import Activity, LogPump, Matcher, SharedStream
 from supervisor.run.plan import Plan
 from supervisor.run.signals import Signals, install
 
@@ -198,7 +197,7 @@ class Supervisor:
                 name,
                 source,
                 sink,
-                lock=self.outputs.stderr_lock if sink == 2 else threading.Lock(),
+                stream=self.outputs.stderr if sink == 2 else SharedStream(),
                 activity=self.edges.activity,
                 monotonic=self.clock.monotonic,
                 matcher=self.edges.matcher,
