@@ -4,7 +4,9 @@ Producers (the policy's actions, the loop, the session, the CLI's early exits) b
 outputs (`supervisor.core.outputs`) and call `Outputs.emit`. Each sink takes what it needs:
 
 - `eventlog.EventLog`: every output, as one JSON line (stderr or `--event-log`);
-- `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message.
+- `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message;
+- `console.Console`: one human line on stderr for a verdict a person must act on
+  (CONFIG_ERROR, a refusal before the command started).
 
 A new sink (metrics, say) is one module with a `write` and a `close`, added in
 `open_outputs`; no producer changes.
@@ -112,6 +114,7 @@ def open_outputs(
 
     Never raises: an event log that cannot be opened falls back to stderr, said once.
     """
+    from supervisor.outputs.console import Console
     from supervisor.outputs.eventlog import EventLog
 
     stderr = SharedStream()
@@ -124,6 +127,7 @@ def open_outputs(
     except OSError as err:
         problem = (event_log or "-", err)
         sinks.append(EventLog.open(None, stderr=stderr))
+    sinks.append(Console(stderr))  # last: after the `exit` line, for a person
     outputs = Outputs(sinks, clock=clock, stderr=stderr)
     if problem is not None:
         path, err = problem

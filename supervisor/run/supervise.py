@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -93,8 +92,7 @@ def supervise(
             verdict = _stopped_before_start(options, stop.signum)
             outputs.emit(out.Exited(verdict.code, verdict.reason, verdict.evidence))
             return verdict.code
-        except SuperviseError as err:
-            print(f"supervise: error: {err}", file=sys.stderr)
+        except SuperviseError as err:  # the outputs say it on stderr too, for a person
             outputs.emit(out.refused(err.exit_code, str(err)))
             return err.exit_code
         started = True
