@@ -158,7 +158,7 @@ def _preflight(
 def _open_session(plan: Plan, notes: list[str], member: Member | None, signals: Signals) -> Session:
     from supervisor.gpu.watchdog import build_gpu_watchdog
 
-    gpu_watchdog = build_gpu_watchdog(plan.gpu, notes.append)
+    gpu_watchdog = signals.interruptible(lambda: build_gpu_watchdog(plan.gpu, notes.append))
     resolve = _resolver(plan.checkpoint_dir)
     session = Session.open(
         plan,
