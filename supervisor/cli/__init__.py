@@ -108,23 +108,67 @@ def _print_version() -> NoReturn:
     sys.exit(0)
 
 
+def _flags_end(args: list[str]) -> int:
+    """Where supervise's own arguments end (`--` or the end)."""
+    return args.index("--") if "--" in args else len(args)
+
+
+def _misspelt(word: str) -> str | None:
+    """What the user meant, when the first word looks like a mistyped subcommand rather
+    than a training command: not a path, not on PATH, and close to one of ours."""
+    import difflib
+    import shutil
+
+    if "/" in word or word.startswith("-") or shutil.which(word) is not None:
+        return None
+    meant = {name: f"supervise {name}" for name in _commands() - {"run"}}
+    meant["help"] = "supervise --help"
+    match = difflib.get_close_matches(word, list(meant), n=1, cutoff=0.6)
+    return meant[match[0]] if match else None
+
+
+def _click_message(err: Exception) -> str:
+    """click's text for `err`. typer already wrote its "Did you mean" into the message of
+    an unknown subcommand, and click's `format_message` would say it a second time."""
+    message = getattr(err, "message", "")
+    if "Did you mean" in message:
+        return message
+    return err.format_message()  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point: `supervise ...`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-V"], ["--version"]):
         _print_version()
+    if args and args[0] not in _commands() | {"--help", "-h"}:
+        meant = _misspelt(args[0])
+        if meant is not None:
+            _early_exit(
+                ExitCode.CONFIG_ERROR,
+                f"command not found: {args[0]!r}; did you mean '{meant}'? (a training "
+                f"command goes after `--`: supervise [OPTIONS] -- CMD...)",
+                ["run", *args],
+                supervising=True,
+            )
     if not args or args[0] not in _commands() | {"--help", "-h"}:
         args = ["run", *args]
     elif args[0] in ("--help", "-h"):
         args = ["run", "--help"]
     supervising = args[0] == "run"
+    if supervising and not ({"--help", "-h", "--version"} & set(args[: _flags_end(args)])):
+        # First, before anything can block: a SIGTERM from here on is data, never lost
+        # (PID 1) or fatal (exit 143).
+        from supervisor.run.signals import install
+
+        install()
     try:
         # Without standalone mode, click returns the code of a `typer.Exit` instead of raising.
         returned = app(args=args, prog_name="supervise", standalone_mode=False)
     except SuperviseError as err:  # ConfigError (81), StorageError (86), ...
         _early_exit(err.exit_code, str(err), args, supervising)
     except _ClickError as err:
-        _early_exit(ExitCode.CONFIG_ERROR, err.format_message(), args, supervising)
+        _early_exit(ExitCode.CONFIG_ERROR, _click_message(err), args, supervising)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:

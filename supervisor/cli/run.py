@@ -11,7 +11,9 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from supervisor import __version__
 from supervisor.cli.flags import GPU, Arg, Flag, command
@@ -323,7 +325,17 @@ def supervise(*args: Any, **kwargs: Any) -> ExitCode:
     return run(*args, **kwargs)
 
 
+class _RunCommand(TyperCommand):
+    """`run` is named implicitly: its usage reads as people type it."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("supervise", "[OPTIONS] -- CMD...")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("run", context_settings={"allow_interspersed_args": False}, epilog=EPILOG)(
-        run_command
-    )
+    app.command(
+        "run",
+        cls=_RunCommand,
+        context_settings={"allow_interspersed_args": False},
+        epilog=EPILOG,
+    )(run_command)

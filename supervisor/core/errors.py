@@ -42,3 +42,14 @@ class CheckpointError(SuperviseError):
     """A checkpoint is missing, corrupt, or would overwrite a different committed step."""
 
     exit_code = ExitCode.TRAINING_FAILED
+
+
+class Interrupted(SuperviseError):
+    """A stop signal (SIGTERM, SIGINT) arrived before the command started: the pod was told
+    to leave, which is PREEMPTED, not a failure of anything."""
+
+    exit_code = ExitCode.PREEMPTED
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum} arrived before the command started")
+        self.signum = signum

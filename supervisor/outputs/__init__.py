@@ -4,7 +4,9 @@ Producers (the policy's actions, the loop, the session, the CLI's early exits) b
 outputs (`supervisor.core.outputs`) and call `Outputs.emit`. Each sink takes what it needs:
 
 - `eventlog.EventLog`: every output, as one JSON line (stderr or `--event-log`);
-- `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message.
+- `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message;
+- `console.Console`: one human line on stderr for a verdict a person must act on
+  (CONFIG_ERROR, a refusal before the command started).
 
 A new sink (metrics, say) is one module with a `write` and a `close`, added in
 `open_outputs`; no producer changes.
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 from typing import Protocol
 
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.options import DEFAULT_TERMINATION_LOG
 from supervisor.core.outputs import Output, OutputUnwritable
+from supervisor.process.logpump import SharedStream
 
 
 class Sink(Protocol):
@@ -46,15 +48,15 @@ class Outputs:
         sinks: list[Sink],
         *,
         clock: Clock | None = None,
-        stderr_lock: threading.Lock | None = None,
+        stderr: SharedStream | None = None,
     ) -> None:
         self._sinks = list(sinks)
         self._clock = clock or SystemClock()
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         # Shared with the stderr log pump, so an event line never splits a chunk of the
-        # child's output.
-        self.stderr_lock = stderr_lock or threading.Lock()
+        # child's output and never lands on the tail of its unfinished line.
+        self.stderr = stderr or SharedStream()
 
     def emit(self, output: Output) -> None:
         wall, mono = self._clock.wall(), self._clock.monotonic()
@@ -72,8 +74,15 @@ class Outputs:
             if name in self._failed:
                 return
             self._failed.add(name)
-        warn(f"cannot write {name} {path}: {error}")
+        self.warn(f"cannot write {name} {path}: {error}")
         self.emit(OutputUnwritable(sink=name, path=path, error=str(error)))
+
+    def warn(self, message: str) -> None:
+        """One line on stderr for a person, on a line of its own; silent if stderr is gone."""
+        from supervisor.outputs.eventlog import stderr_line
+
+        with contextlib.suppress(OSError):
+            stderr_line(self.stderr, f"supervise: warning: {message}\n".encode())
 
     def close(self) -> None:
         for sink in self._sinks:
@@ -94,12 +103,6 @@ def termination_sinks(path: str | None) -> list[Sink]:
     return [TerminationLog(path)]
 
 
-def warn(message: str) -> None:
-    """One line on stderr, for a person; silent if stderr itself is gone."""
-    with contextlib.suppress(OSError, ValueError):
-        print(f"supervise: warning: {message}", file=sys.stderr, flush=True)
-
-
 def open_outputs(
     event_log: str | None,
     termination_log: str | None,
@@ -111,22 +114,24 @@ def open_outputs(
 
     Never raises: an event log that cannot be opened falls back to stderr, said once.
     """
+    from supervisor.outputs.console import Console
     from supervisor.outputs.eventlog import EventLog
 
-    lock = threading.Lock()
+    stderr = SharedStream()
     # The termination log first: if it fails, the warning reaches the event log before
     # the `exit` line, which stays the last.
     sinks = termination_sinks(termination_log)
     problem: tuple[str, OSError] | None = None
     try:
-        sinks.append(EventLog.open(event_log, lock=lock))
+        sinks.append(EventLog.open(event_log, stderr=stderr))
     except OSError as err:
         problem = (event_log or "-", err)
-        sinks.append(EventLog.open(None, lock=lock))
-    outputs = Outputs(sinks, clock=clock, stderr_lock=lock)
+        sinks.append(EventLog.open(None, stderr=stderr))
+    sinks.append(Console(stderr))  # last: after the `exit` line, for a person
+    outputs = Outputs(sinks, clock=clock, stderr=stderr)
     if problem is not None:
         path, err = problem
-        warn(f"cannot open --event-log {path}: {err}; writing events to stderr")
+        outputs.warn(f"cannot open --event-log {path}: {err}; writing events to stderr")
         outputs.emit(OutputUnwritable(sink="--event-log", path=path, error=str(err)))
     return outputs
 

@@ -3,15 +3,18 @@
 One JSON object of at most 4096 bytes (the kubelet truncates longer ones), written once,
 when the `Exited` output arrives, to `--termination-log`. Every way a run ends (the loop's
 verdict, a failed preflight, an error before the command starts) goes through
-`TerminationLog`, so the message has one shape. Writing raises `OSError` to the router,
-which reports it as a warning; it never changes the exit code.
+`TerminationLog`, so the message has one shape. The file is opened non-blocking (a FIFO
+without a reader is refused, not waited for) and written with a bound. Writing raises
+`OSError` to the router, which reports it as a warning; it never changes the exit code.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from supervisor.core.outputs import Exited, Output
+from supervisor.outputs.eventlog import open_nonblocking, write_all
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes; the kubelet truncates beyond this
 _FIELD_LIMIT = 300  # characters kept per string field when the message must shrink
@@ -25,8 +28,11 @@ class TerminationLog:
 
     def write(self, output: Output, wall: float, mono: float) -> None:
         if isinstance(output, Exited):
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(termination_message(output))
+            fd = open_nonblocking(self.path, os.O_TRUNC)
+            try:
+                write_all(fd, termination_message(output).encode())
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         pass

@@ -10,6 +10,9 @@ Guarantees:
   drop the bytes, and say so once on the event log.
 * `join` returns once the pipe reaches EOF (every writer in the tree has exited) or the
   timeout passes; the loop joins before exiting, so nothing is lost at exit.
+* A `SharedStream` is the fd the pump shares with the event log (our stderr): both write
+  under its lock, and it knows whether the last byte written ended a line, so an event
+  never lands on the tail of a child's unfinished line (a progress bar without a newline).
 * The matcher sees whole lines. Its `prefilter` is searched over each complete chunk of
   lines first; lines are split and decoded only when it hits, so a run without matches pays
   for one regex scan per chunk.
@@ -49,6 +52,15 @@ class Activity:
         self.last_output = now
 
 
+class SharedStream:
+    """One of our fds and its writers' common state: the lock each holds while it writes,
+    and whether the last byte written left a line open (no newline yet)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.line_open = False  # guarded by `lock`
+
+
 class LogPump:
     def __init__(
         self,
@@ -56,7 +68,7 @@ class LogPump:
         source: int,
         sink: int,
         *,
-        lock: threading.Lock,
+        stream: SharedStream,
         activity: Activity,
         monotonic: Callable[[], float],
         matcher: Matcher | None = None,
@@ -66,7 +78,7 @@ class LogPump:
         self.name = name
         self._source = source
         self._sink = sink
-        self._lock = lock
+        self._stream = stream
         self._activity = activity
         self._monotonic = monotonic
         self._matcher = matcher
@@ -106,11 +118,12 @@ class LogPump:
         if not self._sink_ok:
             return
         view = memoryview(chunk)
-        with self._lock:
+        with self._stream.lock:
             try:
                 while view:
                     written = os.write(self._sink, view)
                     view = view[written:]
+                self._stream.line_open = not chunk.endswith(b"\n")
             except OSError as err:
                 self._sink_ok = False
                 self._on_sink_lost(self.name, err)

@@ -1,9 +1,9 @@
 """The supervisor loop: owns the threads and the inbox, feeds events to the policy, acts.
 
-One thread decides: the main thread, here. Signals are never handled asynchronously: each
-watched signal has a do-nothing Python handler and `signal.set_wakeup_fd` makes the C-level
-handler write the signal number into a pipe, which this loop reads as data (the tini model,
-in Python). Other threads (log pumps, watchdogs) put events in a queue and write a byte to a
+One thread decides: the main thread, here. Signals are never handled asynchronously: the
+process's receiver (`supervisor.run.signals`, installed before start-up and kept until
+exit) turns each into a byte in a pipe, which this loop reads as data (the tini model, in
+Python). Other threads (log pumps, watchdogs) put events in a queue and write a byte to a
 second pipe. The loop sleeps in `select` on both pipes until the next deadline in the policy
 state, so it costs nothing while nothing happens.
 
@@ -18,7 +18,6 @@ import os
 import queue
 import select
 import signal
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -37,7 +36,7 @@ from supervisor.core.actions import (
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import SpawnError
 from supervisor.core.events import (
-    FORWARDED_SIGNALS,
+    STOP_SIGNALS,
     ChildExited,
     ChildStarted,
     Event,
@@ -47,15 +46,16 @@ from supervisor.core.events import (
     SpawnFailed,
     Tick,
     Watchdog,
+    signal_name,
 )
 from supervisor.core.exitcodes import ExitCode
 from supervisor.outputs import Outputs
 from supervisor.process import children, sentinel
-from supervisor.process.logpump import Activity, LogPump, Matcher
+from supervisor.process.logpump import Activity, LogPump, Matcher, SharedStream
 from supervisor.run.plan import ENV_RUN_DIR, Plan
+from supervisor.run.signals import Signals, install
 
 DRAIN_TIMEOUT = 5.0  # seconds to wait for the pipes after the tree is gone
-_WATCHED = sorted(FORWARDED_SIGNALS | {signal.SIGCHLD})
 
 
 class Edges(Protocol):
@@ -110,36 +110,6 @@ class _Inbox:
         os.close(self.write_fd)
 
 
-class _Signals:
-    """Routes watched signals into a pipe; restores everything on `close`."""
-
-    def __init__(self) -> None:
-        self.read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._write_fd = write_fd
-        self._previous = {s: signal.signal(s, _noop) for s in _WATCHED}
-        self._old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        # A parent may have started us with these blocked; PID 1 must hear them anyway.
-        self._old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
-
-    def drain(self) -> list[int]:
-        try:
-            return list(os.read(self.read_fd, 4096))
-        except BlockingIOError:
-            return []
-
-    def close(self) -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
-        signal.set_wakeup_fd(self._old_wakeup)
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        os.close(self.read_fd)
-        os.close(self._write_fd)
-
-
-def _noop(signum: int, frame: object) -> None:
-    """Python-level handler: the C level has already written `signum` to the wakeup pipe."""
-
-
 class Supervisor:
     """One supervised run of a plan. Build it, call `run()` once."""
 
@@ -164,7 +134,7 @@ class Supervisor:
 
     def run(self) -> ExitCode:
         """Spawn, watch, decide, and clean up. Returns the class to exit with."""
-        signals = _Signals()
+        signals = install()  # a no-op where the CLI installed it first
         # Outlives a SIGKILL of supervise to take the tree down: every process of it carries
         # the run directory in its environment (attempt_env).
         guard = sentinel.start(f"{ENV_RUN_DIR}={self.plan.run_dir}")
@@ -177,6 +147,7 @@ class Supervisor:
             self.edges.start(self.outputs)
             for watchdog in self.edges.watchdogs:
                 watchdog.start(self._inbox.put, self.clock.monotonic)
+            self._before_launch(signals)
             self._launch(0)
             while self._exit is None:
                 self._wait_and_dispatch(signals)
@@ -186,11 +157,19 @@ class Supervisor:
             if guard is not None:
                 guard.disarm()  # the tree is gone; after an exception, the sentinel checks
             return code
-        finally:
+        finally:  # the signal handlers stay: see `supervisor.run.signals`
             if guard is not None:
                 guard.close()
-            signals.close()
             self._inbox.close()
+
+    def _before_launch(self, signals: Signals) -> None:
+        """Signals from start-up: a stop signal waits for the child (which it stops at
+        once); one that would be forwarded has no child to go to, so it is ignored."""
+        for signum in signals.drain():
+            if signum in STOP_SIGNALS:
+                signals.keep(signum)
+            elif signum != signal.SIGCHLD:
+                self.outputs.emit(out.SignalIgnored(signal=signal_name(signum)))
 
     def _launch(self, attempt: int) -> None:
         """Start attempt `attempt` of the command: spawn it and watch it."""
@@ -232,7 +211,7 @@ class Supervisor:
                 name,
                 source,
                 sink,
-                lock=self.outputs.stderr_lock if sink == 2 else threading.Lock(),
+                stream=self.outputs.stderr if sink == 2 else SharedStream(),
                 activity=self.edges.activity,
                 monotonic=self.clock.monotonic,
                 matcher=self.edges.matcher,
@@ -242,13 +221,15 @@ class Supervisor:
             pump.start()
             self._pumps.append(pump)
 
-    def _wait_and_dispatch(self, signals: _Signals) -> None:
+    def _wait_and_dispatch(self, signals: Signals) -> None:
         timeout = None
-        if self.state.deadline is not None:
+        if signals.pending:  # read during start-up or a restart's preparation
+            timeout = 0.0
+        elif self.state.deadline is not None:
             timeout = max(0.0, self.state.deadline - self.clock.monotonic())
         readable, _, _ = select.select([signals.read_fd, self._inbox.read_fd], [], [], timeout)
         now = self.clock.monotonic()
-        if signals.read_fd in readable:
+        if signals.pending or signals.read_fd in readable:
             for signum in signals.drain():
                 if signum == signal.SIGCHLD:
                     self._reap(now)

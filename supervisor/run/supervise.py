@@ -1,5 +1,6 @@
 """`supervise()`: one supervised run, start to verdict, as a table of contents.
 
+0. Hear signals (`supervisor.run.signals`): from here on, a SIGTERM or SIGINT is data.
 1. Open the outputs (event log, termination message): everything after this is said there.
 2. Build the plan (what to spawn, with what environment) in a fresh run directory, and join
    the gang through the run ledger, where there is one.
@@ -10,21 +11,25 @@
 
 Whatever stops a run before its command starts (`SuperviseError`: bad configuration 81,
 unreadable checkpoint storage 86) is a verdict like any other: one line on stderr for a
-person, then the `exit` event and the termination message. The run directory is removed
-when nothing was started.
+person, then the `exit` event and the termination message. So is a stop signal: the steps
+that can block on the network (the checkpoint storage, the ledger, the GPUs) wait on a
+helper thread while the main thread listens, and SIGTERM or SIGINT ends the run at once as
+PREEMPTED (85), the class the loop gives a stop signal while nothing runs. The run directory
+is removed when nothing was started.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from supervisor.core import outputs as out
+from supervisor.core import policy
 from supervisor.core.actions import Exit
-from supervisor.core.errors import SuperviseError
+from supervisor.core.errors import Interrupted, SuperviseError
+from supervisor.core.events import SignalReceived
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import Options
 from supervisor.gang.options import GangOptions
@@ -32,14 +37,15 @@ from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import HangOptions
 from supervisor.outputs import Outputs, open_outputs
 from supervisor.process.logpump import Activity
+from supervisor.run import rundir
 from supervisor.run.loop import Supervisor
+from supervisor.run.plan import Launch, Plan, build_plan, policy_config
+from supervisor.run.session import Session, make_run_dir
+from supervisor.run.signals import Signals, install
+from supervisor.watch import steptime
 
 if TYPE_CHECKING:
     from supervisor.run.gang import Member
-from supervisor.run import rundir
-from supervisor.run.plan import Launch, Plan, build_plan
-from supervisor.run.session import Session, make_run_dir
-from supervisor.watch import steptime
 
 
 def supervise(
@@ -56,12 +62,14 @@ def supervise(
 ) -> ExitCode:
     """Supervise `options.command` and return the class to exit with. Raises nothing for
     failures of the run; they are verdicts."""
+    signals = install()  # before anything that can block; a no-op where the CLI did it
     outputs = open_outputs(options.event_log, options.termination_log)
     run_dir = make_run_dir()
     started = False
     try:
         notes: list[str] = []  # said as `note` events once the session starts
         try:
+            signals.check()
             plan = build_plan(
                 options,
                 hang,
@@ -76,12 +84,15 @@ def supervise(
             )
             member = _member(plan, notes)
             if preflight:
-                verdict = _preflight(plan, member, notes, outputs)
+                verdict = _preflight(plan, member, notes, outputs, signals)
                 if verdict is not None:
                     return verdict
-            session = _open_session(plan, notes, member)
-        except SuperviseError as err:
-            print(f"supervise: error: {err}", file=sys.stderr)
+            session = _open_session(plan, notes, member, signals)
+        except Interrupted as stop:
+            verdict = _stopped_before_start(options, stop.signum)
+            outputs.emit(out.Exited(verdict.code, verdict.reason, verdict.evidence))
+            return verdict.code
+        except SuperviseError as err:  # the outputs say it on stderr too, for a person
             outputs.emit(out.refused(err.exit_code, str(err)))
             return err.exit_code
         started = True
@@ -107,19 +118,28 @@ def _member(plan: Plan, notes: list[str]) -> Member | None:
     return Member(FsLedger(plan.ledger), plan.identity, plan.gang, note=notes.append)
 
 
+def _stopped_before_start(options: Options, signum: int) -> Exit:
+    """The policy's verdict for a stop signal while nothing runs (as between two attempts):
+    leave at once, PREEMPTED, with the signal as evidence."""
+    idle = policy.State(phase=policy.Phase.BACKOFF)
+    event = SignalReceived(signum, time.monotonic())
+    _, actions = policy.step(policy_config(options), idle, event)
+    return next(action for action in actions if isinstance(action, Exit))
+
+
 def _preflight(
-    plan: Plan, member: Member | None, notes: list[str], outputs: Outputs
+    plan: Plan, member: Member | None, notes: list[str], outputs: Outputs, signals: Signals
 ) -> ExitCode | None:
     """`--preflight`: the verdict when a GPU is failed or degraded, or the node has used up
     its free exits in this run; else None (go on)."""
     from supervisor.gpu.doctor import preflight
 
     verdict = None
-    refusal = member.history_refusal() if member is not None else None
+    refusal = signals.interruptible(member.history_refusal) if member is not None else None
     if refusal is not None:
         verdict = Exit(ExitCode.INFRA_FAILED, refusal.summary, (refusal,))
     else:
-        code, findings = preflight(plan.gpu, notes.append)
+        code, findings = signals.interruptible(lambda: preflight(plan.gpu, notes.append))
         if code is not ExitCode.SUCCEEDED:
             verdict = Exit(code, findings[0].summary, tuple(findings))
     if verdict is None:
@@ -135,15 +155,18 @@ def _preflight(
     return verdict.code
 
 
-def _open_session(plan: Plan, notes: list[str], member: Member | None) -> Session:
+def _open_session(plan: Plan, notes: list[str], member: Member | None, signals: Signals) -> Session:
     from supervisor.gpu.watchdog import build_gpu_watchdog
 
-    gpu_watchdog = build_gpu_watchdog(plan.gpu, notes.append)
+    gpu_watchdog = signals.interruptible(lambda: build_gpu_watchdog(plan.gpu, notes.append))
+    resolve = _resolver(plan.checkpoint_dir)
     session = Session.open(
         plan,
         Activity(time.monotonic()),
         gpu_watchdog=gpu_watchdog,
-        resume=_resolver(plan.checkpoint_dir),
+        # A silent object store must not deafen us: a stop signal interrupts the look-up
+        # (at a restart, `attempt_env` keeps the previous step and the loop hears it).
+        resume=None if resolve is None else lambda: signals.interruptible(resolve),
         notes=notes,
         member=member,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from supervisor.core.exitcodes import ExitCode
 from supervisor.outputs import Outputs, open_outputs
 from supervisor.outputs.eventlog import EventLog
 from supervisor.outputs.termination import TerminationLog
+from supervisor.process.logpump import SharedStream
 
 
 def test_every_output_is_registered_under_its_own_name() -> None:
@@ -63,9 +63,8 @@ def test_the_exit_event_and_the_termination_message_agree(tmp_path: Path) -> Non
 
 def test_a_sink_that_fails_is_reported_once_and_the_others_go_on(tmp_path: Path) -> None:
     events = tmp_path / "events"
-    lock = threading.Lock()
     outputs = Outputs(
-        [TerminationLog(str(tmp_path)), EventLog.open(str(events), lock=lock)],  # a directory
+        [TerminationLog(str(tmp_path)), EventLog.open(str(events), stderr=SharedStream())],  # a dir
         clock=FakeClock(),
     )
     for _ in range(2):
