@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from supervisor import __version__
-from supervisor.cli.flags import GPU, Arg, Flag, command
+from supervisor.cli.flags import DAY, GPU, PORT, SECONDS, TIMEOUT, Arg, Flag, Range, command
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import (
@@ -64,6 +64,7 @@ FLAGS = (
         "Seconds from an outside SIGTERM to SIGKILL of the whole tree: the checkpoint and the "
         "shutdown both fit in it. Keep it below the pod's terminationGracePeriodSeconds "
         "(30 s by default).",
+        range=SECONDS,
     ),
     Flag(
         "shutdown-timeout",
@@ -71,6 +72,7 @@ FLAGS = (
         DEFAULT_SHUTDOWN_TIMEOUT,
         "Of the grace period, seconds kept for the trainer to exit after its checkpoint is "
         "committed; the checkpoint gets the rest.",
+        range=SECONDS,
     ),
     Flag(
         "failure-grace-period",
@@ -78,12 +80,14 @@ FLAGS = (
         DEFAULT_FAILURE_GRACE,
         "Seconds from SIGTERM to SIGKILL when supervise stops a run itself (a hang, a failed "
         "GPU): such processes rarely act on SIGTERM, and waiting idles every GPU in the job.",
+        range=Range(0, 3600),
     ),
     Flag(
         "degraded-deadline",
         float,
         DEFAULT_DEGRADED_DEADLINE,
         "Seconds a trainer gets to commit the checkpoint a degraded GPU asks for.",
+        range=SECONDS,
     ),
     Flag(
         "termination-log",
@@ -110,6 +114,7 @@ FLAGS = (
         "Restart CMD in place after HANG or INFRA_FAILED, up to this many times, with "
         "backoff (1 s, doubling, at most 60 s); each attempt resumes from the latest "
         "checkpoint.",
+        range=Range(0, 1000),
     ),
     Flag(
         "restart-on-training-failure",
@@ -124,12 +129,14 @@ FLAGS = (
         None,
         "Seconds without a heartbeat (sup.step) after the first step before a rank is hung.",
         shown="auto: calibrated from observed step times",
+        range=TIMEOUT,
     ),
     Flag(
         "init-timeout",
         float,
         DEFAULT_INIT_TIMEOUT,
         "Seconds a rank that attached may take to its first step.",
+        range=TIMEOUT,
     ),
     Flag(
         "phase-timeouts",
@@ -144,6 +151,7 @@ FLAGS = (
         "For programs without heartbeats: seconds without any output before the run is "
         "called hung.",
         shown="off",
+        range=TIMEOUT,
     ),
     # Step time.
     Flag(
@@ -151,6 +159,7 @@ FLAGS = (
         float,
         steptime.DEFAULT_RATIO,
         "A rank is slow when its recent seconds per step exceed this multiple of its own baseline.",
+        range=Range(1, 1000, above=True),
     ),
     Flag(
         "step-time-sustain",
@@ -158,6 +167,7 @@ FLAGS = (
         steptime.DEFAULT_SUSTAIN,
         "Seconds a slowdown must last to count. With a GPU signal it is DEVICE_DEGRADED; "
         "alone, a warning event.",
+        range=Range(0, DAY, above=True),
     ),
     Flag(
         "degrade-on-step-time",
@@ -173,6 +183,7 @@ FLAGS = (
         "Launch CMD (a script) through torch.distributed.run with this many ranks; nodes, "
         "node rank and master come from the Indexed Job or JobSet environment.",
         shown="off: run CMD as given",
+        range=Range(1, 1024),
     ),
     Flag(
         "nnodes",
@@ -180,6 +191,7 @@ FLAGS = (
         None,
         "Nodes in the job (with --nproc-per-node).",
         shown="derived",
+        range=Range(1, 65_536),
     ),
     Flag(
         "node-rank",
@@ -187,6 +199,7 @@ FLAGS = (
         None,
         "This node's rank (with --nproc-per-node).",
         shown="derived",
+        range=Range(0, 65_535),
     ),
     Flag(
         "master-addr",
@@ -201,6 +214,7 @@ FLAGS = (
         None,
         "Rendezvous port (with --nproc-per-node).",
         shown="derived, else 29500",
+        range=PORT,
     ),
     # The gang: other pods of the same run, through the run ledger.
     Flag(
@@ -217,6 +231,7 @@ FLAGS = (
         DEFAULT_PEER_WAIT,
         "Seconds a pod that saw only a symptom (a lost peer, a hung collective) looks in the "
         "ledger for the peer's verdict that explains it, before it keeps its own class.",
+        range=Range(0, 3600),
     ),
     Flag(
         "gang-poll-interval",
@@ -224,6 +239,7 @@ FLAGS = (
         DEFAULT_GANG_POLL_INTERVAL,
         "Seconds between two reads of the peers' verdicts while training runs; a peer's "
         "cause stops this pod with PEER_LEFT (87) without waiting for NCCL or gloo.",
+        range=Range(0.1, 3600),
     ),
     Flag(
         "node-free-exits",
@@ -231,6 +247,7 @@ FLAGS = (
         DEFAULT_FREE_EXITS,
         "Device verdicts (82, 83) one node may have in a run; the next one on that node "
         "exits INFRA_FAILED (counted), so a Job cannot loop forever on a bad node.",
+        range=Range(1, 1000),
     ),
     # GPUs.
     Flag(
@@ -246,6 +263,7 @@ FLAGS = (
         DEFAULT_GPU_POLL_INTERVAL,
         "Seconds between polls of GPU state (ECC, remaps, clocks, NVLink, PCIe); Xids "
         "arrive as events at once.",
+        range=Range(0.1, 600),
     ),
     *GPU,
 )
