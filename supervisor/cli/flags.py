@@ -223,7 +223,8 @@ GPU = (
         "fake-gpus",
         str | None,
         None,
-        "Play a GPU fault scenario (see examples/faults) instead of reading NVML, to test a "
+        "Play a GPU fault scenario (a file, or a shipped one by name such as xid79; see "
+        "examples/faults) instead of reading NVML, to test a "
         "Job's failure policy on machines without GPUs.",
         shown="off: real NVML",
     ),

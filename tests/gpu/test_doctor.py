@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import SUPERVISE
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "faults"
+EXAMPLES = Path(__file__).resolve().parents[2] / "supervisor" / "gpu" / "scenarios"
 
 
 def doctor(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "faults"
+EXAMPLES = Path(__file__).resolve().parents[2] / "supervisor" / "gpu" / "scenarios"
 SCENARIOS = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".json", ".yaml"))
 
 # Fails with TRAINING_FAILED if the fault is missed: supervise must stop it first.
