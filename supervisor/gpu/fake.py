@@ -29,7 +29,7 @@ import fnmatch
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -291,6 +291,19 @@ class FakeNvml:
     def release(self) -> None:
         """Let every hung call return (tests clean up with it)."""
         self._released.set()
+
+    def settle(self) -> None:
+        """Play the rest of the timeline now: every pending entry becomes due at once.
+
+        For the one-shot `supervise doctor`, which reads the GPUs right after opening NVML
+        and would otherwise report the healthy state before a fault at 1 s. Called after
+        the GPUs are resolved, so a GPU the scenario loses is read (and found lost), not
+        left out of the listing.
+        """
+        with self._cond:
+            self._pending = [replace(entry, at=0.0) for entry in self._pending]
+            self._advance()
+            self._cond.notify_all()
 
     def _now(self) -> float:
         return 0.0 if self._t0 is None else time.monotonic() - self._t0
