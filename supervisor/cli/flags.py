@@ -59,6 +59,11 @@ class Range(NamedTuple):
         """`[0, 86400]`, or `(0, 86400]` where `low` is excluded."""
         return f"{'(' if self.above else '['}{_number(self.low)}, {_number(self.high)}]"
 
+    @property
+    def bounds(self) -> str:
+        """The range in words for an error: `>= 0 and <= 86400`."""
+        return f"{'>' if self.above else '>='} {_number(self.low)} and <= {_number(self.high)}"
+
 
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
@@ -144,7 +149,7 @@ class Flag(NamedTuple):
             shown = os.environ.get(self.envvar, value)
         else:
             where, shown = self.option, value
-        raise ConfigError(f"{where} must be in {self.range.text}, got {shown}")
+        raise ConfigError(f"{where} must be {self.range.bounds}, got {shown}")
 
     def parameter(self) -> inspect.Parameter:
         declared = f"{self.option}/--{self.off}" if self.off else self.option

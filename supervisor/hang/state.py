@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 
 from supervisor.hang.calibration import Calibration, Knobs
 
@@ -43,7 +42,7 @@ def save_calibration(path: str, calibration: Calibration) -> None:
     shared checkpoint directory cannot redirect the write; the rename replaces a link at
     `path` itself rather than writing through it.
     """
-    tmp = f"{path}.tmp.{os.getpid()}.{secrets.token_hex(8)}"
+    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(8).hex()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, 0o644)
     try:
