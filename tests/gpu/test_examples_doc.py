@@ -29,3 +29,16 @@ def test_every_shipped_scenario_loads_and_its_readme_row_gives_the_same_exit_cod
         )
         assert scenario.expect == data["expect"]
         assert int(rows[path.name]) == scenario.expect["exit_code"], path.name
+
+
+def test_the_wheel_ships_every_scenario() -> None:
+    """`--fake-gpus NAME` reads them from the installed package: the package data must
+    match every file, since examples/ is not in the wheel."""
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((SHIPPED.parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["supervisor"]
+    for path in SHIPPED.iterdir():
+        relative = str(path.relative_to(SHIPPED.parents[1]))
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
