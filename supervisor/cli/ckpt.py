@@ -27,17 +27,38 @@ from collections.abc import Callable
 
 import typer
 
-from supervisor.cli.flags import Arg, Flag, command
+from supervisor.cli.flags import Arg, Flag, Range, command
 
 PROGRESS_MIN_BYTES = 64 << 20
 
 # One-shot tools run by hand against a checkpoint root: their flags have no env twins.
 URL = Arg("url", str, "Checkpoint root: a path or an fsspec URL (s3://...).")
-STEP = Flag("step", int | None, None, "Step to verify; default: the newest committed.", twin=False)
+# A step number fits the 64-bit signed integers other tools store it in.
+STEPS = Range(0, 2**63 - 1)
+STEP = Flag(
+    "step",
+    int | None,
+    None,
+    "Step to verify; default: the newest committed.",
+    twin=False,
+    range=STEPS,
+)
 ALL = Flag("all", bool, False, "Verify every committed step, one line each.", twin=False)
-KEEP = Flag("keep", int, ..., "Keep the newest N committed steps (N >= 2).", twin=False)
+KEEP = Flag(
+    "keep",
+    int,
+    ...,
+    "Keep the newest N committed steps (N >= 2).",
+    twin=False,
+    range=Range(2, 2**63 - 1),
+)
 KEEP_EVERY = Flag(
-    "keep-every", int | None, None, "Also keep every step divisible by K.", twin=False
+    "keep-every",
+    int | None,
+    None,
+    "Also keep every step divisible by K.",
+    twin=False,
+    range=Range(1, 2**63 - 1),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli.flags import GPU, Flag, command
+from supervisor.cli.flags import GPU, Flag, Range, command
 
 # How the doctor reads and reports: one-shot choices no pod spec sets, so without env twins.
 READING = (
@@ -20,8 +20,9 @@ READING = (
         1,
         "Read each GPU this many times (counter deltas need 2 or more).",
         twin=False,
+        range=Range(1, 1000),
     ),
-    Flag("interval", float, 1.0, "Seconds between samples.", twin=False),
+    Flag("interval", float, 1.0, "Seconds between samples.", twin=False, range=Range(0, 60)),
 )
 
 

@@ -15,10 +15,14 @@ commands, and nothing is imported that typer has not imported already.
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
 import typer
+
+from supervisor.core.errors import ConfigError
 
 ENV_PREFIX = "SUPERVISE_"
 
@@ -30,6 +34,49 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 # every start: a dataclass's generated methods cost about 1.5 ms each there, a NamedTuple's 0.2.
 
 
+class Range(NamedTuple):
+    """The values a number flag takes: `low` to `high`, both included unless `above` says
+    `low` itself is not. NaN and the infinities are never in a range.
+
+    Every duration and count has one, so that a value no run could mean (a grace period of
+    1e10 s overflows `select`, a 23-digit rank count makes torchrun spin) is refused at the
+    flag, before any of it is used.
+    """
+
+    low: float
+    high: float
+    above: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value > self.low if self.above else value >= self.low
+
+    @property
+    def text(self) -> str:
+        """`[0, 86400]`, or `(0, 86400]` where `low` is excluded."""
+        return f"{'(' if self.above else '['}{_number(self.low)}, {_number(self.high)}]"
+
+    @property
+    def bounds(self) -> str:
+        """The range in words for an error: `>= 0 and <= 86400`."""
+        return f"{'>' if self.above else '>='} {_number(self.low)} and <= {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+# The ranges the flags share: durations in seconds, and counts.
+DAY = 86_400
+WEEK = 7 * DAY
+SECONDS = Range(0, DAY)  # a wait that may be zero: at most a day
+TIMEOUT = Range(0, WEEK, above=True)  # a timeout that must be positive: at most a week
+PORT = Range(1, 65_535)
+
+
 class Flag(NamedTuple):
     """`--NAME`: the callback receives its value as NAME with `-` made `_` (its `dest`).
 
@@ -39,6 +86,8 @@ class Flag(NamedTuple):
     means "derived"). `scope` puts the twin in a namespace (`SUPERVISE_K8S_NAME`);
     `twin=False` is for the flags of one-shot tools that no pod spec sets (`--json`). `off`
     names a boolean's negative form; `callback` runs as soon as the flag is parsed.
+    `range` bounds a number: a value outside it (NaN, the infinities, too) from the flag or
+    its twin raises `ConfigError` naming where it came from, the range and the value.
     """
 
     name: str
@@ -50,6 +99,7 @@ class Flag(NamedTuple):
     twin: bool = True
     off: str | None = None
     callback: Callable[[Any], Any] | None = None
+    range: Range | None = None
 
     @property
     def dest(self) -> str:
@@ -78,6 +128,29 @@ class Flag(NamedTuple):
             return f"{self.default:g}"
         return f"`{self.default}`" if self.default else "none"
 
+    @property
+    def described(self) -> str:
+        """The help with the range, as `--help` and the README's table give it."""
+        if self.range is None:
+            return self.help
+        return f"{self.help} Range: {self.range.text}."
+
+    def check(self, ctx: Any, param: Any, value: Any) -> Any:
+        """click's callback for a flag with a range: the value, or `ConfigError`.
+
+        Runs in the parser for the default too (a default is always in its range). Names
+        the twin when the value came from the environment, since that is what to fix.
+        """
+        if value is None or self.range is None or value in self.range:
+            return value
+        source = ctx.get_parameter_source(param.name)
+        if self.envvar and source is not None and source.name == "ENVIRONMENT":
+            where = f"{self.envvar} (the twin of {self.option})"
+            shown = os.environ.get(self.envvar, value)
+        else:
+            where, shown = self.option, value
+        raise ConfigError(f"{where} must be {self.range.bounds}, got {shown}")
+
     def parameter(self) -> inspect.Parameter:
         declared = f"{self.option}/--{self.off}" if self.off else self.option
         info = typer.Option(
@@ -86,8 +159,8 @@ class Flag(NamedTuple):
             envvar=self.envvar,
             show_envvar=self.twin,
             show_default=True if self.shown is None else self.shown,
-            help=self.help,
-            callback=self.callback,
+            help=self.described,
+            callback=self.check if self.range is not None else self.callback,
             is_eager=self.callback is not None,
         )
         return inspect.Parameter(self.dest, _KEYWORD, default=info, annotation=self.type)
@@ -142,7 +215,7 @@ def markdown_table(flags: Iterable[Flag]) -> str:
     lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for flag in flags:
         twin = f"`{flag.envvar}`" if flag.envvar else "-"
-        lines.append(f"| `{flag.option}` | {twin} | {flag.default_text} | {flag.help} |")
+        lines.append(f"| `{flag.option}` | {twin} | {flag.default_text} | {flag.described} |")
     return "\n".join(lines)
 
 
@@ -155,7 +228,8 @@ GPU = (
         "fake-gpus",
         str | None,
         None,
-        "Play a GPU fault scenario (see examples/faults) instead of reading NVML, to test a "
+        "Play a GPU fault scenario (a file, or a shipped one by name such as xid79; see "
+        "examples/faults) instead of reading NVML, to test a "
         "Job's failure policy on machines without GPUs.",
         shown="off: real NVML",
     ),
@@ -178,5 +252,6 @@ GPU = (
         float,
         5.0,
         "Seconds one NVML query may take; longer means a wedged GPU (DEVICE_FAILED).",
+        range=Range(0.1, 600),
     ),
 )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from supervisor.cli.flags import Arg, Flag, command
+from supervisor.cli.flags import PORT, SECONDS, Arg, Flag, Range, command
 
 if TYPE_CHECKING:
     from supervisor.k8s.spec import RenderOptions
@@ -20,6 +20,9 @@ _HEADER = (
     "Rendered by `supervise k8s {kind}` from the exit-code contract. Do not edit by hand:\n"
     "change the flags and re-render (launch/regenerate.sh does it for the examples here)."
 )
+
+# Kubernetes stores these counts as int32.
+INT32 = Range(0, 2**31 - 1)
 
 K8S = "K8S"  # the scope of the twins of flags that only describe manifests
 
@@ -47,13 +50,14 @@ MANIFEST = (
         "Namespace of the Job/JobSet and its Service. Default: none, so kubectl's context decides.",
         scope=K8S,
     ),
-    Flag("nnodes", int, 1, "Pods (nodes) in the gang."),
+    Flag("nnodes", int, 1, "Pods (nodes) in the gang.", range=Range(1, 65_536)),
     Flag(
         "nproc-per-node",
         int | None,
         None,
         "Launch CMD (a script) through torchrun with this many ranks per pod. Without it, "
         "CMD runs as is.",
+        range=Range(1, 1024),
     ),
     Flag(
         "gpus-per-node",
@@ -61,6 +65,7 @@ MANIFEST = (
         None,
         "GPUs requested per pod. Default: --nproc-per-node, else 0.",
         scope=K8S,
+        range=Range(0, 1024),
     ),
     Flag(
         "gpu-resource",
@@ -80,6 +85,7 @@ MANIFEST = (
         float,
         25.0,
         "Seconds training gets to checkpoint and exit after SIGTERM.",
+        range=SECONDS,
     ),
     Flag(
         "shutdown-margin",
@@ -88,6 +94,7 @@ MANIFEST = (
         "Seconds added for supervise itself; terminationGracePeriodSeconds is "
         "ceil(grace period + margin).",
         scope=K8S,
+        range=Range(0, 3600),
     ),
     Flag(
         "training-failed-fails-job",
@@ -105,7 +112,9 @@ MANIFEST = (
         "restartPolicyRules (Kubernetes 1.35+, beta). Repeatable.",
         scope=K8S,
     ),
-    Flag("master-port", int, 29500, "Port of the torchrun rendezvous on the master pod."),
+    Flag(
+        "master-port", int, 29500, "Port of the torchrun rendezvous on the master pod.", range=PORT
+    ),
     Flag(
         "shm-size",
         str | None,
@@ -115,13 +124,21 @@ MANIFEST = (
     ),
 )
 JOB = (
-    Flag("backoff-limit", int, 6, "Counted pod failures before the Job fails.", scope=K8S),
+    Flag(
+        "backoff-limit",
+        int,
+        6,
+        "Counted pod failures before the Job fails.",
+        scope=K8S,
+        range=INT32,
+    ),
     Flag(
         "backoff-limit-per-index",
         int | None,
         None,
         "Count failures per index instead (GA in Kubernetes 1.33).",
         scope=K8S,
+        range=INT32,
     ),
 )
 JOBSET = (
@@ -131,6 +148,7 @@ JOBSET = (
         3,
         "JobSet restarts charged by retriable classes before it fails.",
         scope=K8S,
+        range=INT32,
     ),
 )
 
@@ -142,11 +160,15 @@ def _options(
     **fields: object,
 ) -> RenderOptions:
     """RenderOptions from the parsed flags; RenderOptions raises ConfigError on bad values."""
+    from supervisor.core.errors import ConfigError
     from supervisor.core.exitcodes import ExitCode
     from supervisor.k8s.explain import resolve_code
     from supervisor.k8s.spec import RenderOptions
 
-    in_place = tuple(ExitCode.from_code(resolve_code(text)) for text in restart_in_place or ())
+    try:
+        in_place = tuple(ExitCode.from_code(resolve_code(text)) for text in restart_in_place or ())
+    except ConfigError as err:
+        raise ConfigError(f"--restart-in-place: {err}") from None
     if gpus_per_node is None:  # one GPU per rank unless told otherwise
         gpus_per_node = fields["nproc_per_node"] or 0  # type: ignore[assignment]
     return RenderOptions(

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand
 
 from supervisor import __version__
-from supervisor.cli.flags import GPU, Arg, Flag, command
+from supervisor.cli.flags import DAY, GPU, PORT, SECONDS, TIMEOUT, Arg, Flag, Range, command
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode
 from supervisor.core.options import (
@@ -66,6 +66,7 @@ FLAGS = (
         "Seconds from an outside SIGTERM to SIGKILL of the whole tree: the checkpoint and the "
         "shutdown both fit in it. Keep it below the pod's terminationGracePeriodSeconds "
         "(30 s by default).",
+        range=SECONDS,
     ),
     Flag(
         "shutdown-timeout",
@@ -73,6 +74,7 @@ FLAGS = (
         DEFAULT_SHUTDOWN_TIMEOUT,
         "Of the grace period, seconds kept for the trainer to exit after its checkpoint is "
         "committed; the checkpoint gets the rest.",
+        range=SECONDS,
     ),
     Flag(
         "failure-grace-period",
@@ -80,12 +82,14 @@ FLAGS = (
         DEFAULT_FAILURE_GRACE,
         "Seconds from SIGTERM to SIGKILL when supervise stops a run itself (a hang, a failed "
         "GPU): such processes rarely act on SIGTERM, and waiting idles every GPU in the job.",
+        range=Range(0, 3600),
     ),
     Flag(
         "degraded-deadline",
         float,
         DEFAULT_DEGRADED_DEADLINE,
         "Seconds a trainer gets to commit the checkpoint a degraded GPU asks for.",
+        range=SECONDS,
     ),
     Flag(
         "termination-log",
@@ -112,6 +116,7 @@ FLAGS = (
         "Restart CMD in place after HANG or INFRA_FAILED, up to this many times, with "
         "backoff (1 s, doubling, at most 60 s); each attempt resumes from the latest "
         "checkpoint.",
+        range=Range(0, 1000),
     ),
     Flag(
         "restart-on-training-failure",
@@ -126,12 +131,14 @@ FLAGS = (
         None,
         "Seconds without a heartbeat (sup.step) after the first step before a rank is hung.",
         shown="auto: calibrated from observed step times",
+        range=TIMEOUT,
     ),
     Flag(
         "init-timeout",
         float,
         DEFAULT_INIT_TIMEOUT,
         "Seconds a rank that attached may take to its first step.",
+        range=TIMEOUT,
     ),
     Flag(
         "phase-timeouts",
@@ -146,6 +153,7 @@ FLAGS = (
         "For programs without heartbeats: seconds without any output before the run is "
         "called hung.",
         shown="off",
+        range=TIMEOUT,
     ),
     # Step time.
     Flag(
@@ -153,6 +161,7 @@ FLAGS = (
         float,
         steptime.DEFAULT_RATIO,
         "A rank is slow when its recent seconds per step exceed this multiple of its own baseline.",
+        range=Range(1, 1000, above=True),
     ),
     Flag(
         "step-time-sustain",
@@ -160,6 +169,7 @@ FLAGS = (
         steptime.DEFAULT_SUSTAIN,
         "Seconds a slowdown must last to count. With a GPU signal it is DEVICE_DEGRADED; "
         "alone, a warning event.",
+        range=Range(0, DAY, above=True),
     ),
     Flag(
         "degrade-on-step-time",
@@ -175,6 +185,7 @@ FLAGS = (
         "Launch CMD (a script) through torch.distributed.run with this many ranks; nodes, "
         "node rank and master come from the Indexed Job or JobSet environment.",
         shown="off: run CMD as given",
+        range=Range(1, 1024),
     ),
     Flag(
         "nnodes",
@@ -182,6 +193,7 @@ FLAGS = (
         None,
         "Nodes in the job (with --nproc-per-node).",
         shown="derived",
+        range=Range(1, 65_536),
     ),
     Flag(
         "node-rank",
@@ -189,6 +201,7 @@ FLAGS = (
         None,
         "This node's rank (with --nproc-per-node).",
         shown="derived",
+        range=Range(0, 65_535),
     ),
     Flag(
         "master-addr",
@@ -203,6 +216,7 @@ FLAGS = (
         None,
         "Rendezvous port (with --nproc-per-node).",
         shown="derived, else 29500",
+        range=PORT,
     ),
     # The gang: other pods of the same run, through the run ledger.
     Flag(
@@ -219,6 +233,7 @@ FLAGS = (
         DEFAULT_PEER_WAIT,
         "Seconds a pod that saw only a symptom (a lost peer, a hung collective) looks in the "
         "ledger for the peer's verdict that explains it, before it keeps its own class.",
+        range=Range(0, 3600),
     ),
     Flag(
         "gang-poll-interval",
@@ -226,6 +241,7 @@ FLAGS = (
         DEFAULT_GANG_POLL_INTERVAL,
         "Seconds between two reads of the peers' verdicts while training runs; a peer's "
         "cause stops this pod with PEER_LEFT (87) without waiting for NCCL or gloo.",
+        range=Range(0.1, 3600),
     ),
     Flag(
         "node-free-exits",
@@ -233,6 +249,7 @@ FLAGS = (
         DEFAULT_FREE_EXITS,
         "Device verdicts (82, 83) one node may have in a run; the next one on that node "
         "exits INFRA_FAILED (counted), so a Job cannot loop forever on a bad node.",
+        range=Range(1, 1000),
     ),
     # GPUs.
     Flag(
@@ -248,6 +265,7 @@ FLAGS = (
         DEFAULT_GPU_POLL_INTERVAL,
         "Seconds between polls of GPU state (ECC, remaps, clocks, NVLink, PCIe); Xids "
         "arrive as events at once.",
+        range=Range(0.1, 600),
     ),
     *GPU,
 )

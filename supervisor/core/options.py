@@ -28,10 +28,17 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_DEGRADED_DEADLINE = 120.0
 
 
-def _check_seconds(name: str, value: float, *, allow_zero: bool = True) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number of seconds {bound}, got {value}")
+# The longest wait a run takes: a day. Larger values mean nothing to a pod, and some (1e10 s)
+# overflow the timeouts of `select` and `threading`.
+MAX_SECONDS = 86_400.0
+MAX_RESTARTS = 1000
+
+
+def _check_seconds(name: str, value: float, high: float = MAX_SECONDS) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and 0 <= value <= high):
+        raise ConfigError(f"{name} must be seconds in [0, {high:g}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,12 @@ class Options:
         if not self.command[0]:
             raise ConfigError("the training command is an empty string")
         _check_seconds("--grace-period", self.grace_period)
-        _check_seconds("--failure-grace-period", self.failure_grace)
+        _check_seconds("--failure-grace-period", self.failure_grace, 3600.0)
         _check_seconds("--shutdown-timeout", self.shutdown_timeout)
         _check_seconds("--degraded-deadline", self.degraded_deadline)
-        if isinstance(self.max_restarts, bool) or self.max_restarts < 0:
-            raise ConfigError(f"--max-restarts must be an integer ≥ 0, got {self.max_restarts}")
+        if isinstance(self.max_restarts, bool) or not 0 <= self.max_restarts <= MAX_RESTARTS:
+            raise ConfigError(
+                f"--max-restarts must be an integer in [0, {MAX_RESTARTS}], got {self.max_restarts}"
+            )
+        if self.event_log is not None and not self.event_log.strip():
+            raise ConfigError("--event-log is empty: give a file path, or `-` for stderr")

@@ -5,7 +5,9 @@
 uses, and returns a `Diagnosis`. Its `exit_code` is SUCCEEDED when healthy, DEVICE_FAILED
 when any GPU failed, DEVICE_DEGRADED when any degraded, so the command can serve as an
 initContainer or as `supervise --preflight`. Polled state only: Xid events are not replayed,
-because NVML delivers only events that occur after registration.
+because NVML delivers only events that occur after registration. With `--fake-gpus`, the
+scenario's whole timeline is applied before the first reading (`FakeNvml.settle`):
+the doctor reports the state the scenario ends in, not the healthy GPUs before its faults.
 
 Blocks for at most about `samples x interval` plus one call timeout per hung query. Raises
 `ConfigError` for bad options, and when there is no NVML and `require_gpus` is set.
@@ -91,6 +93,11 @@ def diagnose(options: GpuOptions, samples: int = 1, interval: float = 1.0) -> Di
     polls = min(rules.thresholds.throttle_polls, samples)
     rules = replace(rules, thresholds=replace(rules.thresholds, throttle_polls=polls))
     nvml, gpus, early, why = open_gpus(options, rules)
+    # A scenario's faults come at their `at` seconds, and the doctor reads at once: it reads
+    # the state the scenario ends in (real NVML has no `settle`).
+    settle = getattr(nvml.lib, "settle", None) if nvml is not None else None
+    if settle is not None:
+        settle()
     if nvml is None and not early:
         if options.require_gpus:
             raise ConfigError(f"--require-gpus: {why}; run on a GPU node with the NVIDIA driver")

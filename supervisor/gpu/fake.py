@@ -3,7 +3,8 @@
 `FakeNvml(scenario)` exposes the pynvml functions and constants the adapter
 (`supervisor.gpu.nvml`) uses, under the same names, so the real adapter code runs against it.
 It is a user feature too: `supervise --fake-gpus SCENARIO -- CMD` (env SUPERVISE_FAKE_GPUS)
-lets people check their Job's failure policy on CPU clusters. examples/faults/README.md
+lets people check their Job's failure policy on CPU clusters; SCENARIO is a file or the name
+of one shipped in `supervisor/gpu/scenarios/` (`xid79`). examples/faults/README.md
 documents the format; in short (JSON, or YAML for .yaml/.yml files):
 
     {"description": "...",
@@ -25,11 +26,10 @@ from __future__ import annotations
 
 import ctypes
 import fnmatch
-import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -146,6 +146,12 @@ class Entry:
     hang: str | None = None
 
 
+# Bounds of a scenario, checked before anything of that size is made.
+MAX_GPUS = 256
+MAX_ENTRIES = 10_000
+MAX_AT = 7 * 86_400.0  # seconds
+
+
 @dataclass(frozen=True)
 class Scenario:
     description: str
@@ -155,24 +161,13 @@ class Scenario:
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
-        """Read a scenario file; raises `ConfigError` naming what to fix."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"--fake-gpus: cannot read scenario {path}: {err.strerror}") from None
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
+        """Read a scenario file, or a shipped scenario by name (`xid79`); raises
+        `ConfigError` naming what to fix. The file is read within `files.MAX_BYTES`."""
+        from supervisor.gpu.files import read_data, scenario_path
 
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except ValueError as err:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-            raise ConfigError(f"--fake-gpus: {path} is not valid JSON/YAML: {err}") from None
-        except Exception as err:  # yaml.YAMLError does not derive from ValueError
-            raise ConfigError(f"--fake-gpus: {path} is not valid YAML: {err}") from None
-        return cls.parse(data, str(path))
+        path = Path(scenario_path(str(path)))
+        data = read_data(str(path), "--fake-gpus")
+        return cls.parse(data, f"--fake-gpus {path}")
 
     @classmethod
     def parse(cls, data: object, where: str = "scenario") -> Scenario:
@@ -183,7 +178,10 @@ class Scenario:
             raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
         gpus = _parse_gpus(data.get("gpus", 1), where)
         timeline = []
-        for i, raw in enumerate(data.get("timeline", []) or []):
+        entries = data.get("timeline", []) or []
+        if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
+            raise ConfigError(f"{where}: timeline is a list of at most {MAX_ENTRIES} entries")
+        for i, raw in enumerate(entries):
             timeline.append(_parse_entry(raw, len(gpus), f"{where}: timeline[{i}]"))
         timeline.sort(key=lambda e: e.at)
         return cls(str(data.get("description", "")), gpus, tuple(timeline), data.get("expect", {}))
@@ -191,9 +189,13 @@ class Scenario:
 
 def _parse_gpus(raw: object, where: str) -> tuple[dict[str, Any], ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 0 <= raw <= MAX_GPUS:  # checked before a list of that many is made
+            raise ConfigError(f"{where}: gpus must be a count in [0, {MAX_GPUS}], got {raw}")
         raw = [{} for _ in range(raw)]
     if not isinstance(raw, list):
-        raise ConfigError(f"{where}: gpus is a count or a list of objects")
+        raise ConfigError(f"{where}: gpus is a count in [0, {MAX_GPUS}] or a list of objects")
+    if len(raw) > MAX_GPUS:
+        raise ConfigError(f"{where}: at most {MAX_GPUS} gpus, got {len(raw)}")
     out = []
     for i, gpu in enumerate(raw):
         if not isinstance(gpu, Mapping) or set(gpu) - {"uuid", "name", "bus_id", "state"}:
@@ -227,8 +229,8 @@ def _parse_entry(raw: object, gpus: int, where: str) -> Entry:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
     at = raw.get("at", 0)
-    if isinstance(at, bool) or not isinstance(at, int | float) or at < 0:
-        raise ConfigError(f"{where}: at must be seconds ≥ 0, got {at!r}")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at <= MAX_AT:
+        raise ConfigError(f"{where}: at must be seconds in [0, {MAX_AT:g}], got {at!r}")
     gpu = raw.get("gpu")
     if gpu is not None and (not isinstance(gpu, int) or not 0 <= gpu < gpus):
         raise ConfigError(f"{where}: gpu must be an index below {gpus}, got {gpu!r}")
@@ -238,8 +240,10 @@ def _parse_entry(raw: object, gpus: int, where: str) -> Entry:
     if actions[0] != "hang" and gpu is None:
         raise ConfigError(f"{where}: {actions[0]} needs a gpu index")
     xid = raw.get("xid")
-    if xid is not None and (not isinstance(xid, int) or isinstance(xid, bool) or xid <= 0):
-        raise ConfigError(f"{where}: xid must be a positive integer, got {xid!r}")
+    if xid is not None and (
+        not isinstance(xid, int) or isinstance(xid, bool) or not 0 < xid < 2**31
+    ):
+        raise ConfigError(f"{where}: xid must be an integer in [1, 2**31), got {xid!r}")
     return Entry(
         float(at),
         gpu,
@@ -287,6 +291,19 @@ class FakeNvml:
     def release(self) -> None:
         """Let every hung call return (tests clean up with it)."""
         self._released.set()
+
+    def settle(self) -> None:
+        """Play the rest of the timeline now: every pending entry becomes due at once.
+
+        For the one-shot `supervise doctor`, which reads the GPUs right after opening NVML
+        and would otherwise report the healthy state before a fault at 1 s. Called after
+        the GPUs are resolved, so a GPU the scenario loses is read (and found lost), not
+        left out of the listing.
+        """
+        with self._cond:
+            self._pending = [replace(entry, at=0.0) for entry in self._pending]
+            self._advance()
+            self._cond.notify_all()
 
     def _now(self) -> float:
         return 0.0 if self._t0 is None else time.monotonic() - self._t0

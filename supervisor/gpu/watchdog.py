@@ -23,7 +23,6 @@ runs unwatched. With `require_gpus` that case raises `ConfigError` instead.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -75,22 +74,24 @@ class GpuOptions:
                 raise ConfigError(f"{flag} must be a number of seconds, got {value!r}")
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{flag} must be a positive number of seconds, got {value!r}")
-        for flag, path in (("--fake-gpus", self.fake_gpus), ("--gpu-config", self.config)):
-            if path is not None and not os.path.isfile(path):
-                raise ConfigError(f"{flag}: no such file {path!r}; give the path to a JSON file")
+        from supervisor.gpu.files import scenario_path, shipped_scenarios
+
+        if self.fake_gpus is not None and not os.path.isfile(scenario_path(self.fake_gpus)):
+            raise ConfigError(
+                f"--fake-gpus: no such file or shipped scenario {self.fake_gpus!r}; shipped: "
+                + ", ".join(shipped_scenarios())
+            )
+        if self.config is not None and not os.path.isfile(self.config):
+            raise ConfigError(f"--gpu-config: no such file {self.config!r}; give a JSON file")
 
 
 def load_rules(path: str | None) -> Rules:
     """The catalog with the overrides in `path` (JSON). Raises `ConfigError`."""
     if path is None:
         return Rules()
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ConfigError(f"--gpu-config: cannot read {path}: {err.strerror}") from None
-    except ValueError as err:
-        raise ConfigError(f"--gpu-config: {path} is not valid JSON: {err}") from None
+    from supervisor.gpu.files import read_data
+
+    data = read_data(path, "--gpu-config")  # bounded, and NaN/Infinity refused
     return Rules.from_mapping(data, f"--gpu-config {path}")
 
 

@@ -5,7 +5,7 @@ The lead's CLI maps each field to a flag with a `SUPERVISE_*` twin:
     hang_timeout          --hang-timeout          SUPERVISE_HANG_TIMEOUT    auto (calibrated)
     init_timeout          --init-timeout          SUPERVISE_INIT_TIMEOUT    900 s
     log_silence_timeout   --log-silence-timeout   SUPERVISE_LOG_SILENCE_TIMEOUT  off
-    phase_timeouts        --phase-timeout NAME=S  SUPERVISE_PHASE_TIMEOUTS  (none)
+    phase_timeouts        --phase-timeouts N=S,...  SUPERVISE_PHASE_TIMEOUTS  (none)
 
 Which timeout judges a rank (see `HangOptions.timeout_for`):
 * no step recorded yet, or phase "init": `init_timeout`;
@@ -25,14 +25,16 @@ from supervisor.core.errors import ConfigError
 from supervisor.hang.calibration import Knobs
 
 DEFAULT_INIT_TIMEOUT = 900.0  # seconds; matches torchrun's default rendezvous timeout
+# The longest timeout: a week. Larger values mean "never" and overflow wait timeouts.
+MAX_TIMEOUT = 7 * 86_400.0
 STEADY_PHASES = frozenset({"", "train"})
 
 
 def _seconds(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a finite number of seconds > 0, got {value}")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise ConfigError(f"{name} must be seconds in (0, {MAX_TIMEOUT:g}], got {value}")
 
 
 def parse_phase_timeouts(text: str) -> dict[str, float]:
@@ -42,15 +44,15 @@ def parse_phase_timeouts(text: str) -> dict[str, float]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(
-                f"--phase-timeout expects NAME=SECONDS (e.g. checkpoint=1800), got {item!r}"
+                f"--phase-timeouts expects NAME=SECONDS (e.g. checkpoint=1800), got {item!r}"
             )
         try:
             seconds = float(value)
         except ValueError:
             raise ConfigError(
-                f"--phase-timeout {name.strip()}: {value!r} is not a number of seconds"
+                f"--phase-timeouts {name.strip()}: {value!r} is not a number of seconds"
             ) from None
-        _seconds(f"--phase-timeout {name.strip()}", seconds)
+        _seconds(f"--phase-timeouts {name.strip()}", seconds)
         out[name.strip()] = seconds
     return out
 
@@ -73,7 +75,7 @@ class HangOptions:
         for name, seconds in self.phase_timeouts.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"a phase timeout needs a phase name, got {name!r}")
-            _seconds(f"--phase-timeout {name}", seconds)
+            _seconds(f"--phase-timeouts {name}", seconds)
         _seconds("the stack-dump timeout", self.stack_timeout)
         # Freeze the mapping too, so a caller's dict cannot change a running watchdog.
         object.__setattr__(self, "phase_timeouts", dict(self.phase_timeouts))

@@ -16,6 +16,12 @@ directory, for the variables the user has not set. `trigger_flight_recorder` wri
 `<stem><rank>.pipe` FIFO that a rank opened; `flight_recorder_files` lists the dumps. The
 dumps are pickles, so supervise never loads them: it records their paths for `torchfrtrace`.
 
+Only our own processes are signalled or traced. A PID comes from a rank's channel slot,
+which the trainer writes: a forged one, or one the kernel reused for another process after
+the rank died, must not get SIGUSR2 (whose default action kills) or `py-spy`. So right
+before each, `is_descendant` walks the parent chain in /proc up to this process; a PID that
+is not below us is reported as missing, never signalled.
+
 Everything here blocks the calling thread for at most its `timeout`. Nothing raises for a
 rank that has vanished; it is reported as missing.
 """
@@ -125,6 +131,45 @@ def _read_from(path: str, offset: int) -> str:
     return data.decode("utf-8", "replace")
 
 
+_MAX_DEPTH = 64  # parent links followed: supervise -> torchrun -> rank is three
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of `pid` from /proc/PID/stat, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ")".
+    fields = stat.rpartition(b")")[2].split()
+    try:
+        return int(fields[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_descendant(pid: int, ancestor: int | None = None) -> bool:
+    """Whether `pid` is a descendant of `ancestor` (this process by default).
+
+    Reads /proc only; False where /proc cannot tell (a vanished PID, another OS), so a PID
+    is signalled only when it is known to be ours. Never raises, never blocks.
+    """
+    ancestor = os.getpid() if ancestor is None else ancestor
+    if pid <= 1 or pid == ancestor:
+        return False
+    current: int | None = pid
+    for _ in range(_MAX_DEPTH):
+        current = _parent(current)
+        if current is None or current <= 0:
+            return False
+        if current == ancestor:
+            return True
+        if current == 1:
+            return False
+    return False
+
+
 def collect_stacks(
     pids_by_rank: Mapping[int, int], stacks_dir: str, timeout: float = 2.0
 ) -> dict[str, object]:
@@ -140,6 +185,8 @@ def collect_stacks(
         start = _size(path)
         if start < 0:
             continue  # no handler registered: SIGUSR2 would kill it
+        if not is_descendant(pid):
+            continue  # not ours (forged, or reused after the rank died): never signalled
         try:
             os.kill(pid, STACK_SIGNAL)
         except ProcessLookupError:
@@ -169,7 +216,7 @@ def collect_stacks(
             method[str(rank)] = "faulthandler"
 
     for rank, pid in pids_by_rank.items():
-        if str(rank) in stacks:
+        if str(rank) in stacks or not is_descendant(pid):
             continue
         text = py_spy_dump(pid, max(0.5, deadline - time.monotonic()))
         if text is not None:

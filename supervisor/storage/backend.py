@@ -78,6 +78,46 @@ def strategy_for(fs: Any) -> type[CommitStrategy]:
     return DEFAULT_STRATEGY
 
 
+# Protocols a checkpoint root cannot live on: read-only archives and web servers, and the
+# caching wrappers, which keep writes in a local copy (fsspec's `implementations/`).
+UNSUPPORTED = frozenset(
+    {
+        "zip",
+        "tar",
+        "libarchive",
+        "http",
+        "https",
+        "github",
+        "git",
+        "reference",
+        "simplecache",
+        "filecache",
+        "blockcache",
+        "cached",
+        "dir",
+    }
+)
+
+
+def _check_url(url: str) -> None:
+    """Raise `ConfigError` for a URL no checkpoint root can use: a chained one
+    (`zip::s3://...`, `simplecache::...`), whose writes would go to a wrapper rather than the
+    storage, or one of the `UNSUPPORTED` protocols."""
+    if not url.strip():
+        raise ConfigError("the checkpoint URL is empty: give a path or an fsspec URL")
+    if "::" in url:
+        raise ConfigError(
+            f"chained checkpoint URL {url!r}: give the storage's own URL (s3://..., a path), "
+            "without a `::` chain"
+        )
+    protocol, sep, _ = url.partition("://")
+    if sep and protocol.lower() in UNSUPPORTED:
+        raise ConfigError(
+            f"checkpoint URL {url!r}: {protocol}:// cannot hold checkpoints (read-only or a "
+            "cache); give a path or an object store URL such as s3://"
+        )
+
+
 class Storage:
     """One checkpoint root URL: paths under it, and every operation the store needs, each
     turning storage failures into `StorageError`."""
@@ -85,12 +125,19 @@ class Storage:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
         options = dict(storage_options or {})
+        _check_url(url)
         try:
             fs, root = fsspec.core.url_to_fs(url, **options)
-        except (ValueError, ImportError) as err:
-            raise ConfigError(f"unsupported checkpoint URL {url!r}: {err}") from err
+        except (ValueError, ImportError, TypeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"unsupported checkpoint URL {url!r}: {reason}") from None
         self.fs = fs
         self.root = root.rstrip("/") or "/"
+        if strategy_for(fs) is RenameCommit and os.path.isfile(self.root):
+            raise ConfigError(
+                f"checkpoint directory {url!r} is a regular file: give a directory (it is "
+                "created if missing)"
+            )
         self.strategy = strategy_for(fs)(fs, self.root, options)
 
     def path(self, *parts: str) -> str:

@@ -57,7 +57,7 @@ def test_run_and_doctor_take_the_same_gpu_flags() -> None:
     run, doctor = _options(commands["run"]), _options(commands["doctor"])
     for flag in GPU:
         for param in (run[flag.option], doctor[flag.option]):
-            declared = (flag.envvar, flag.default, flag.help)
+            declared = (flag.envvar, flag.default, flag.described)
             assert (param.envvar, param.default, param.help) == declared
         assert run[flag.option].type.name == doctor[flag.option].type.name
 

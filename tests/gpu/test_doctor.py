@@ -7,9 +7,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import yaml
+
 from tests.conftest import SUPERVISE
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "faults"
+EXAMPLES = Path(__file__).resolve().parents[2] / "supervisor" / "gpu" / "scenarios"
 
 
 def doctor(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -95,3 +98,21 @@ def test_without_nvml_doctor_says_so_and_require_gpus_makes_it_a_config_error() 
 def test_a_bad_scenario_is_a_config_error_naming_the_flag(tmp_path: Path) -> None:
     done = doctor("--fake-gpus", str(tmp_path / "missing.json"))
     assert done.returncode == 81 and "--fake-gpus" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "name", [p.stem for p in sorted(EXAMPLES.iterdir()) if p.suffix in (".json", ".yaml")]
+)
+def test_the_doctor_reports_the_state_a_shipped_scenario_ends_in(name: str) -> None:
+    """The doctor reads at once; a fault at 1 s (or 20 s) must still show, not `healthy`."""
+    path = next(p for p in EXAMPLES.iterdir() if p.stem == name)
+    data = yaml.safe_load(path.read_text())  # JSON is YAML
+    expected = data["expect"]["exit_code"]
+    done = subprocess.run(
+        [SUPERVISE, "doctor", "--fake-gpus", name, "--nvml-timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # An application Xid (80) is the trainer's fault: the GPU itself is healthy.
+    assert done.returncode == (0 if expected == 80 else expected), done.stdout + done.stderr

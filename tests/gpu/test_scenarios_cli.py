@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "faults"
+EXAMPLES = Path(__file__).resolve().parents[2] / "supervisor" / "gpu" / "scenarios"
 SCENARIOS = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".json", ".yaml"))
 
 # Fails with TRAINING_FAILED if the fault is missed: supervise must stop it first.
@@ -21,6 +21,25 @@ TRAINER = [sys.executable, "-c", "import sys, time; time.sleep(10); sys.exit(3)"
 # For the application Xid: dies on its own soon after the Xid.
 FAILING_TRAINER = [sys.executable, "-c", "import sys, time; time.sleep(2); sys.exit(3)"]
 FAST = {"SUPERVISE_GPU_POLL_INTERVAL": "0.2", "SUPERVISE_NVML_TIMEOUT": "1"}
+
+
+def first_fault(path: Path) -> float:
+    """When the scenario's first timeline entry comes (0 for a fault present at start)."""
+    import yaml
+
+    timeline = yaml.safe_load(path.read_text()).get("timeline") or []  # JSON is YAML
+    return min((entry.get("at", 0) for entry in timeline), default=0.0)
+
+
+def early(path: Path, tmp_path: Path) -> Path:
+    """A copy of the scenario with its first fault moved to 1.0 s, for timing tests."""
+    data = json.loads(path.read_text())
+    shift = first_fault(path) - 1.0
+    for entry in data["timeline"]:
+        entry["at"] = round(entry["at"] - shift, 3)
+    copy = tmp_path / path.name
+    copy.write_text(json.dumps(data))
+    return copy
 
 
 def expectation(path: Path) -> dict:
@@ -36,9 +55,15 @@ def test_each_shipped_scenario_gives_its_documented_exit_code_and_evidence(
     path: Path, supervise
 ) -> None:
     expect = expectation(path)
-    trainer = FAILING_TRAINER if expect["exit_code"] == 80 else TRAINER
+    # The fault comes at its `at` (xid79: 20 s, after a real trainer's start-up); the
+    # trainer must outlive it by as much as the others do theirs.
+    at = first_fault(path)
+    if expect["exit_code"] == 80:
+        trainer = FAILING_TRAINER
+    else:
+        trainer = [sys.executable, "-c", f"import sys, time; time.sleep({at + 10}); sys.exit(3)"]
     started = time.monotonic()
-    done = supervise("--fake-gpus", str(path), "--", *trainer, env=FAST, timeout=60)
+    done = supervise("--fake-gpus", str(path), "--", *trainer, env=FAST, timeout=60 + at)
     elapsed = time.monotonic() - started
     assert done.returncode == expect["exit_code"], (done.termination, done.stderr[-2000:])
     message = done.termination
@@ -49,14 +74,15 @@ def test_each_shipped_scenario_gives_its_documented_exit_code_and_evidence(
     if "xid" in expect:
         assert first["xid"] == expect["xid"]
         assert f"Xid {expect['xid']}" in message["reason"]
-    assert elapsed < 9, "supervise should stop the run well before the trainer ends"
+    assert elapsed < at + 9, "supervise should stop the run well before the trainer ends"
 
 
-def test_a_fatal_xid_exits_within_a_second_of_the_injection(supervise) -> None:
+def test_a_fatal_xid_exits_within_a_second_of_the_injection(supervise, tmp_path: Path) -> None:
     """Xid 79 at 1.0 s after NVML opened; NVML opens after the process starts, so
     (wall time - 1.0 s) over-estimates the Xid-to-exit latency. The bench measures it finely."""
+    scenario = early(EXAMPLES / "xid79.json", tmp_path)
     started = time.monotonic()
-    done = supervise("--fake-gpus", str(EXAMPLES / "xid79.json"), "--", *TRAINER, env=FAST)
+    done = supervise("--fake-gpus", str(scenario), "--", *TRAINER, env=FAST)
     elapsed = time.monotonic() - started
     assert done.returncode == 82
     finding = next(e for e in done.events if e["event"] == "finding" and e.get("xid") == 79)
@@ -121,7 +147,7 @@ def test_a_gpu_config_can_demote_a_fatal_xid(supervise, tmp_path: Path) -> None:
     ok = [sys.executable, "-c", "import time; time.sleep(2)"]
     done = supervise(
         "--fake-gpus",
-        str(EXAMPLES / "xid79.json"),
+        str(early(EXAMPLES / "xid79.json", tmp_path)),
         "--gpu-config",
         str(config),
         "--",

@@ -114,7 +114,7 @@ def test_bad_knobs_raise_config_error(kwargs: dict) -> None:
         ({"hang_timeout": float("nan")}, "--hang-timeout"),
         ({"init_timeout": -1}, "--init-timeout"),
         ({"log_silence_timeout": 0}, "--log-silence-timeout"),
-        ({"phase_timeouts": {"checkpoint": 0}}, "--phase-timeout checkpoint"),
+        ({"phase_timeouts": {"checkpoint": 0}}, "--phase-timeouts checkpoint"),
         ({"phase_timeouts": {"": 5}}, "phase name"),
         ({"hang_timeout": "5"}, "--hang-timeout"),
     ],

@@ -25,7 +25,8 @@ from tests.test_layers import MODULES, SOURCES, imports_of, known_module, module
         ("file://{tmp}/ckpt", RenameCommit),
         ("memory://run", InProcessMarkerCommit),
         # An fsspec protocol not in the registry is an object store: single-object writes.
-        ("simplecache::memory://run", DEFAULT_STRATEGY),
+        # (A chained URL such as simplecache::memory:// is refused: tests/cli/test_bad_files.)
+        ("webhdfs://localhost/run", DEFAULT_STRATEGY),
     ],
 )
 def test_the_strategy_is_chosen_by_protocol(tmp_path: Path, url: str, strategy: type) -> None:
