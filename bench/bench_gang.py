@@ -153,7 +153,7 @@ def one_gang_run(
         out["verdict"] = verdicts["train-1"]["wall"]
     for event in events:
         if event["event"] == "finding" and "first_finding" not in out:
-            out["first_finding"] = event.get("kind")
+            out["first_finding"] = event["finding"]["kind"]
         if event["event"] == "exit":
             out["exit"] = wall_of(event["time"])
         elif event["event"] == "stopping" and "stopping" not in out:

@@ -55,7 +55,7 @@ def run(scenario: Path, child: list[str], workdir: Path) -> tuple[float, int, di
         record = json.loads(line)
         if record["event"] == "child_started":
             marks.setdefault("child_started", record["mono"])
-        elif record["event"] == "finding" and record.get("xid") == 79:
+        elif record["event"] == "finding" and record["finding"].get("xid") == 79:
             marks.setdefault("finding", record["mono"])
         elif record["event"] == "exit":
             marks["exit"] = record["mono"]

@@ -110,18 +110,24 @@ class Note(Output):
 
 
 class Started(Output):
-    """Attempt `attempt` (0 first) of the command is being spawned, with this argv."""
+    """Attempt `attempt` (1 first) was spawned with this argv, told to resume from
+    `resume_step` (null: from scratch)."""
 
     name = "started"
     command: tuple[str, ...]
     attempt: int
+    resume_step: int | None = None
 
     def fields(self) -> dict[str, object]:
-        return {"command": list(self.command), "attempt": self.attempt}
+        return {
+            "command": list(self.command),
+            "attempt": self.attempt,
+            "resume_step": self.resume_step,
+        }
 
 
 class ChildStarted(Output):
-    """The command is running as `pid`; `attempt` counts from 1."""
+    """The command is running as `pid`; `attempt` counts from 1, as everywhere."""
 
     name = "child_started"
     pid: int
@@ -136,14 +142,15 @@ class TrainerAttached(Output):
 
 
 class FindingReported(Output):
-    """One piece of evidence from any source; its fields are the finding's (see below)."""
+    """One piece of evidence, as the `exit` event's and the termination message's
+    `evidence` items hold it (see below)."""
 
     name = "finding"
-    keys = ("source", "kind", "class", "summary", "...facts")
     finding: Finding
 
     def fields(self) -> dict[str, object]:
-        return self.finding.as_dict()
+        # Nested, not spread: the finding's own `source` must not replace the envelope's.
+        return {"finding": self.finding.as_dict()}
 
 
 class CheckpointRequested(Output):
@@ -165,10 +172,12 @@ class CheckpointCommitted(Output):
 
 
 class Stopping(Output):
-    """The child was sent SIGTERM (or the stop signal received); SIGKILL in `kill_in_s`."""
+    """The child was sent `signal` to stop (SIGTERM, or the stop signal supervise received);
+    the tree is SIGKILLed in `kill_in_s`."""
 
     name = "stopping"
     reason: str
+    signal: str
     kill_in_s: float
 
 
@@ -181,7 +190,8 @@ class LeaveRequested(Output):
 
 
 class SignalForwarded(Output):
-    """A signal from outside was passed on to the child."""
+    """A signal from outside was passed on to the child unchanged. A stop signal is not
+    forwarded as such: it is a `finding` and then a `stopping` (or a checkpoint first)."""
 
     name = "signal_forwarded"
     signal: str
@@ -215,7 +225,7 @@ class TreeKilled(Output):
 
 
 class RestartScheduled(Output):
-    """The attempt ended with a restartable `class`; the command restarts in place."""
+    """Attempt `attempt` ended with a restartable `class`; the command restarts in place."""
 
     name = "restart_scheduled"
     keys = ("class", "reason", "attempt", "restart_in_s", "restarts_left")

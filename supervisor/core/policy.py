@@ -133,7 +133,7 @@ def _stop(state: State, at: float, grace: float, why: str, signum: int = SIGTERM
         deadline = min(deadline, state.stop_by)
     stopping = replace(state, phase=Phase.STOPPING, deadline=deadline)
     return stopping, (
-        out.Stopping(reason=why, kill_in_s=round(deadline - at, 3)),
+        out.Stopping(reason=why, signal=signal_name(signum), kill_in_s=round(deadline - at, 3)),
         SignalChild(signum),
     )
 
@@ -288,7 +288,7 @@ def _corroborated_slowdown(config: Config, state: State) -> Finding | None:
 def _found(config: Config, state: State, event: Found) -> Result:
     finding = event.finding
     state = replace(state, findings=(*state.findings, finding))
-    actions: tuple[Action, ...] = (out.FindingReported(finding),)
+    actions: tuple[Action, ...] = ()  # `step` reports the finding
     if finding.urgency is Urgency.NOTE and state.phase is Phase.RUNNING:
         escalated = _corroborated_slowdown(config, state)
         if escalated is not None:
@@ -406,9 +406,21 @@ TRANSITIONS: dict[tuple[Phase, type], Handler] = {
 
 
 def step(config: Config, state: State, event: Event) -> Result:
-    """Apply one event. Pure: the same arguments always give the same result."""
+    """Apply one event. Pure: the same arguments always give the same result.
+
+    Every finding the event adds, whichever handler adds it (a watchdog's, a stop signal,
+    the child's exit status, a checkpoint's outcome), is reported first, as a `finding`
+    output: each piece of evidence the verdict lists was on the event log before it."""
     handler = TRANSITIONS.get((state.phase, type(event)), _ignore)
-    return handler(config, state, event)  # type: ignore[arg-type]
+    after, actions = handler(config, state, event)  # type: ignore[arg-type]
+    return after, (*_new_findings(state, after), *actions)
+
+
+def _new_findings(before: State, after: State) -> tuple[Action, ...]:
+    old, new = before.findings, after.findings
+    if len(new) <= len(old) or any(a is not b for a, b in zip(old, new, strict=False)):
+        return ()  # none added, or a new attempt that starts its evidence afresh
+    return tuple(out.FindingReported(finding) for finding in new[len(old) :])
 
 
 def describe() -> str:

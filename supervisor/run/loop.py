@@ -21,6 +21,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from supervisor.child_contract import ENV_RESUME_STEP
 from supervisor.core import outputs as out
 from supervisor.core import policy
 from supervisor.core.actions import (
@@ -192,13 +193,23 @@ class Supervisor:
         self._drained = self._drained and drained
 
     def _spawn(self, attempt: int) -> Event:
-        env = {**os.environ, **self.edges.attempt_env(attempt)}
+        mine = self.edges.attempt_env(attempt)
+        env = {**os.environ, **mine}
+        if ENV_RESUME_STEP not in mine:  # starting fresh: never an outer run's step
+            env.pop(ENV_RESUME_STEP, None)
         now = self.clock.monotonic()
         try:
             self._child = children.spawn(self.plan.command, env)
         except SpawnError as err:
             return SpawnFailed(str(err), now)
-        self.outputs.emit(out.Started(command=self.plan.command, attempt=attempt))
+        resume = mine.get(ENV_RESUME_STEP)
+        self.outputs.emit(
+            out.Started(
+                command=self.plan.command,
+                attempt=attempt + 1,
+                resume_step=int(resume) if resume else None,
+            )
+        )
         return ChildStarted(self._child.pid, now)
 
     def _start_pumps(self) -> None:

@@ -198,7 +198,9 @@ def _resolver(checkpoint_dir: str | None):  # type: ignore[no-untyped-def]
             from supervisor.storage.backend import Storage
             from supervisor.storage.reader import Reader
 
-            reader = Reader(Storage(checkpoint_dir))
+            storage = Storage(checkpoint_dir)
+            storage.check_usable()  # a path no save can write is CONFIG_ERROR, before work
+            reader = Reader(storage)
         return reader.latest()
 
     return latest

@@ -143,12 +143,18 @@ class Storage:
     def path(self, *parts: str) -> str:
         return self.strategy.path(*parts)
 
+    def check_usable(self) -> None:
+        """`ConfigError` if no save could ever write here (see `CommitStrategy.check_usable`);
+        `StorageError` if finding out failed."""
+        with self.guard("checking the checkpoint root"):
+            self.strategy.check_usable()
+
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
         """Turn storage failures into StorageError; our own errors pass through."""
         try:
             yield
-        except (CheckpointError, StorageError):
+        except (CheckpointError, ConfigError, StorageError):
             raise
         except Exception as err:
             raise storage_error(self.url, what, err) from err

@@ -64,7 +64,7 @@ _PLAIN_TENSORS = {
 
 # Keys that mark an encoded non-JSON value; a real dict key starting with "$" forces the
 # pair-list form so it cannot be mistaken for one.
-_TAGS = (
+TAGS = (
     "$tensor",
     "$tuple",
     "$dict",

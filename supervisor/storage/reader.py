@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.core.errors import CheckpointError, StorageError
-from supervisor.storage import checksum, layout, tensorfile
+from supervisor.storage import checksum, codec, layout, tensorfile
 from supervisor.storage.backend import Storage
 from supervisor.storage.layout import DamagedError
 
@@ -374,18 +374,6 @@ class Reader:
         return entries, kept
 
 
-# The tags `codec` writes (its `_TAGS`); a dict whose first key is one of them is a tag.
-_TAGS = (
-    "$tensor",
-    "$tuple",
-    "$dict",
-    "$odict",
-    "$float",
-    "$bytes",
-    "$ndarray",
-    "$npscalar",
-    "$pickle",
-)
 _NUMPY_DTYPE = re.compile(r"[<>|=]?([biufc])(\d{1,2})")
 
 
@@ -404,7 +392,7 @@ def _skeleton_problem(skeleton: Any, tensors: int, pickles: bool) -> str | None:
         if not isinstance(node, dict):
             continue
         tag = next(iter(node), None)
-        if len(node) not in (1, 2) or tag not in _TAGS:
+        if len(node) not in (1, 2) or tag not in codec.TAGS:
             stack.extend((v, depth + 1) for v in node.values())
             continue
         try:
@@ -477,4 +465,4 @@ def _tag_children(tag: str, value: Any, tensors: int, pickles: bool) -> list[Any
         if itemsize(value[0]) != len(b64(value[1])):
             raise ValueError("data does not match its dtype")
         return []
-    raise AssertionError(tag)  # every name in _TAGS is handled above
+    raise AssertionError(tag)  # every name in codec.TAGS is handled above

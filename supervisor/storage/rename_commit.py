@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
+from supervisor.core.errors import ConfigError
 from supervisor.storage import dcp_guard, layout, localfile, tensorfile
 from supervisor.storage.strategy import CommitStrategy
 
@@ -52,10 +53,38 @@ class LocalSink:
             self.fd = -1
 
 
+# Errors that say the path itself is wrong, not the disk behind it.
+_UNUSABLE = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST}
+)
+
+
+def _unusable(root: str, why: str) -> str:
+    return (
+        f"checkpoint directory {root} cannot be used: {why}; point --checkpoint-dir (or "
+        "SUPERVISE_CHECKPOINT_DIR) at a writable directory"
+    )
+
+
 class RenameCommit(CommitStrategy):
     """Local filesystems: staging directory, fsync, rename(2)."""
 
     writers = 1
+
+    def check_usable(self) -> None:
+        """The root is created if missing and must be writable by this user. A path no
+        save can write (a read-only mount, under /proc, no permission) is a mistake in the
+        configuration, so it is `ConfigError` now rather than a failed save steps later."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as err:
+            if err.errno not in _UNUSABLE:
+                raise  # the disk failing, not the path: the caller's StorageError
+            raise ConfigError(_unusable(self.root, err.strerror)) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ConfigError(
+                _unusable(self.root, "not writable (a read-only mount, or no permission)")
+            )
 
     def staging_dir(self, step: int, attempt: str) -> str:
         return self.path(layout.staging_dirname(step, attempt))

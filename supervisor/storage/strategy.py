@@ -95,6 +95,11 @@ class CommitStrategy(ABC):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(target, recursive=True)
 
+    def check_usable(self) -> None:
+        """Before any work: raise `ConfigError` for a root that no save could ever write
+        to. Most storage is judged by its first operation instead (a listing)."""
+        return None
+
     def check_root(self) -> None:
         """Called when the root does not exist: raise if that is a misconfiguration rather
         than an empty checkpoint root that the first save creates."""

@@ -85,7 +85,9 @@ def test_a_fatal_xid_exits_within_a_second_of_the_injection(supervise, tmp_path:
     done = supervise("--fake-gpus", str(scenario), "--", *TRAINER, env=FAST)
     elapsed = time.monotonic() - started
     assert done.returncode == 82
-    finding = next(e for e in done.events if e["event"] == "finding" and e.get("xid") == 79)
+    finding = next(
+        e for e in done.events if e["event"] == "finding" and e["finding"].get("xid") == 79
+    )
     exited = done.event("exit")
     assert exited["mono"] - finding["mono"] < 1.0  # decision to exit: the child is stopped
     assert elapsed - 1.0 < 3.0  # generous: includes interpreter start-up under load
@@ -155,7 +157,7 @@ def test_a_gpu_config_can_demote_a_fatal_xid(supervise, tmp_path: Path) -> None:
         env=FAST,
     )
     assert done.returncode == 0
-    kinds = [e.get("kind") for e in done.events if e["event"] == "finding"]
+    kinds = [e["finding"]["kind"] for e in done.events if e["event"] == "finding"]
     assert "xid" in kinds  # still evidence, no longer a stop
 
 

@@ -33,16 +33,18 @@ def test_an_output_name_cannot_be_registered_twice() -> None:
 
 
 def test_outputs_are_immutable_records() -> None:
-    stop = out.Stopping(reason="why", kill_in_s=3.0)
-    assert stop == out.Stopping("why", 3.0) and stop != out.Stopping("why", 4.0)
-    assert stop.fields() == {"reason": "why", "kill_in_s": 3.0}
-    assert repr(stop) == "Stopping(reason='why', kill_in_s=3.0)"
+    stop = out.Stopping(reason="why", signal="SIGTERM", kill_in_s=3.0)
+    assert stop == out.Stopping("why", "SIGTERM", 3.0) and stop != out.Stopping(
+        "why", "SIGINT", 3.0
+    )
+    assert stop.fields() == {"reason": "why", "signal": "SIGTERM", "kill_in_s": 3.0}
+    assert repr(stop) == "Stopping(reason='why', signal='SIGTERM', kill_in_s=3.0)"
     with pytest.raises(AttributeError):
         stop.reason = "other"  # type: ignore[misc]
     with pytest.raises(TypeError, match="missing field 'kill_in_s'"):
-        out.Stopping(reason="why")
+        out.Stopping(reason="why", signal="SIGTERM")
     with pytest.raises(TypeError, match="unexpected"):
-        out.Stopping("why", 3.0, kill_in_s=4.0)
+        out.Stopping("why", "SIGTERM", 3.0, kill_in_s=4.0)
     assert out.Exited(ExitCode.SUCCEEDED, "done").evidence == ()  # a default
 
 

@@ -3,6 +3,7 @@ channel (the rank marks its slot as it dies), not by reading its traceback."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,28 @@ def test_under_torchrun_the_rank_that_failed_is_named(supervise, trainer: Path) 
     assert run.returncode == ExitCode.INFRA_FAILED.code, run.stderr.decode()[-2000:]
     failed = [e for e in run.termination["evidence"] if e.get("kind") == "storage_failed"]
     assert sorted(e["rank"] for e in failed) in ([0], [1], [0, 1])
+
+
+@pytest.mark.parametrize("where", ["/proc/no-such-dir", "read-only"])
+def test_a_checkpoint_dir_no_save_can_write_is_config_error_before_any_work(
+    supervise, tmp_path: Path, where: str
+) -> None:
+    if where == "read-only":
+        mount = tmp_path / "ro"
+        mount.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], check=True
+        )
+        where = str(mount / "ckpt")
+    started = tmp_path / "started"
+    try:
+        run = supervise(
+            "--checkpoint-dir", where, "--", sys.executable, "-c", f"open({str(started)!r}, 'w')"
+        )
+    finally:
+        if where.endswith("/ckpt"):
+            subprocess.run(["umount", str(tmp_path / "ro")], check=True)
+    assert run.returncode == ExitCode.CONFIG_ERROR.code
+    assert not started.exists()  # nothing was started
+    assert b"cannot be used" in run.stderr and b"--checkpoint-dir" in run.stderr
+    assert run.termination["exitCode"] == ExitCode.CONFIG_ERROR.code

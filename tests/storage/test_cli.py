@@ -41,6 +41,7 @@ def test_verify_exits_0_valid_1_corrupt_2_none(tmp_path: Path) -> None:
     store = CheckpointStore(url)
     store.save(1, {"w": torch.arange(100.0)})
     store.save(2, {"w": torch.arange(100.0)})
+    store.wait()  # retention after the save lists step 2: done before the file is rewritten
     ok = ckpt("verify", url)
     assert ok.returncode == 0
     assert re.fullmatch(r"step 2: valid \(\d+ B checked\)", ok.stdout.strip()), ok.stdout
