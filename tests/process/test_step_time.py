@@ -25,7 +25,11 @@ FLAGS = ["--step-time-sustain", "2", "--hang-timeout", "30"]
 def test_a_slowdown_alone_is_only_a_warning(supervise) -> None:
     result = supervise(*FLAGS, "--", sys.executable, "-c", SLOWS_DOWN, timeout=120)
     assert result.returncode == 0
-    warning = next(e for e in result.events if e.get("kind") == "step_time_regression")
+    warning = next(
+        e["finding"]
+        for e in result.events
+        if e["event"] == "finding" and e["finding"]["kind"] == "step_time_regression"
+    )
     assert warning["ratio"] >= 1.5
 
 
