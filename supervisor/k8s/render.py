@@ -48,10 +48,14 @@ from supervisor.k8s.spec import (
     JOB_INDEX_KEY,
     JOB_NAME_LABEL,
     JOBSET_NAME_KEY,
+    KUEUE_QUEUE_LABEL,
+    MIN_JOBSET,
     REPLICATED_JOB,
     REPLICATED_JOB_NAME_KEY,
+    REQUIRES_JOBSET_ANNOTATION,
     RESTART_ATTEMPT_KEY,
     RenderOptions,
+    check_jobset_names,
 )
 
 Manifest = dict[str, Any]
@@ -99,6 +103,21 @@ def _env(opts: RenderOptions, subdomain: str, *, jobset: bool) -> list[dict[str,
     return env
 
 
+def _resources(opts: RenderOptions) -> dict[str, Any]:
+    requests = {k: v for k, v in (("cpu", opts.cpu), ("memory", opts.memory)) if v is not None}
+    limits: dict[str, Any] = {
+        k: v for k, v in (("cpu", opts.cpu_limit), ("memory", opts.memory_limit)) if v is not None
+    }
+    if opts.gpus_per_node:
+        limits[opts.gpu_resource] = opts.gpus_per_node
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
 def _container(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -109,15 +128,33 @@ def _container(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str
         "ports": [{"name": "torch-master", "containerPort": opts.master_port}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        # Pod Security "restricted" (container part): supervise and torchrun need no
+        # privilege; the device plugin makes the GPUs' device nodes accessible.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
-    if opts.gpus_per_node:
-        container["resources"] = {"limits": {opts.gpu_resource: opts.gpus_per_node}}
+    resources = _resources(opts)
+    if resources:
+        container["resources"] = resources
     if opts.restart_in_place:
         # KEP-5307: a container with rules must also name its own restartPolicy. Never keeps
         # every other exit a pod failure that podFailurePolicy judges.
         container["restartPolicy"] = "Never"
         container["restartPolicyRules"] = rules.restart_policy_rules(opts.restart_in_place)
     return container
+
+
+def _pod_security(opts: RenderOptions) -> dict[str, Any]:
+    """Pod Security "restricted" (pod part), unless --allow-root asks for root."""
+    context: dict[str, Any] = {}
+    if not opts.allow_root:
+        context["runAsNonRoot"] = True
+    if opts.run_as_user is not None:
+        context["runAsUser"] = opts.run_as_user
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    return context
 
 
 def pod_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, Any]:
@@ -128,6 +165,7 @@ def pod_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, 
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": opts.termination_grace_seconds,
+        "securityContext": _pod_security(opts),
         "containers": [_container(opts, subdomain, jobset=jobset)],
         "volumes": [{"name": "dshm", "emptyDir": shm}],
     }
@@ -135,13 +173,32 @@ def pod_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str, 
         # JobSet sets the subdomain itself (spec.network.subdomain); a plain Job needs it
         # for <job>-<index>.<service> to resolve.
         spec["subdomain"] = subdomain
+    if opts.node_selector:
+        spec["nodeSelector"] = dict(opts.node_selector)
+    if opts.tolerations:
+        spec["tolerations"] = [toleration.manifest() for toleration in opts.tolerations]
+    if opts.priority_class is not None:
+        spec["priorityClassName"] = opts.priority_class
+    if opts.scheduler_name is not None:
+        spec["schedulerName"] = opts.scheduler_name
     return spec
 
 
-def _metadata(opts: RenderOptions, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": opts.name}}
+def _labels(opts: RenderOptions) -> dict[str, str]:
+    return {"app.kubernetes.io/name": opts.name, **dict(opts.labels)}
+
+
+def _metadata(opts: RenderOptions, name: str, *, queued: bool = False) -> dict[str, Any]:
+    """An object's metadata; `queued` adds the Kueue queue label, which belongs only on the
+    object Kueue admits (the Job, or the JobSet), never on the Service."""
+    labels = _labels(opts)
+    if queued and opts.queue is not None:
+        labels[KUEUE_QUEUE_LABEL] = opts.queue
+    meta: dict[str, Any] = {"name": name, "labels": labels}
     if opts.namespace is not None:
         meta["namespace"] = opts.namespace
+    if queued and opts.annotations:
+        meta["annotations"] = dict(opts.annotations)
     return meta
 
 
@@ -159,15 +216,21 @@ def _job_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str,
     else:
         if opts.backoff_limit_per_index is not None:
             spec["backoffLimitPerIndex"] = opts.backoff_limit_per_index
+            spec["maxFailedIndexes"] = opts.effective_max_failed_indexes
         else:
             spec["backoffLimit"] = opts.backoff_limit
         spec["podFailurePolicy"] = rules.job_pod_failure_policy(
             training_failed_fails_job=opts.training_failed_fails_job
         )
-    spec["template"] = {
-        "metadata": {"labels": {"app.kubernetes.io/name": opts.name}},
-        "spec": pod_spec(opts, subdomain, jobset=jobset),
-    }
+        if opts.queue is not None:
+            # Kueue admits a Job by unsuspending it; created running, it would start unqueued.
+            spec["suspend"] = True
+    if opts.active_deadline is not None:
+        spec["activeDeadlineSeconds"] = opts.active_deadline
+    template_meta: dict[str, Any] = {"labels": _labels(opts)}
+    if opts.annotations:
+        template_meta["annotations"] = dict(opts.annotations)
+    spec["template"] = {"metadata": template_meta, "spec": pod_spec(opts, subdomain, jobset=jobset)}
     return spec
 
 
@@ -188,19 +251,31 @@ def render_job(opts: RenderOptions) -> list[Manifest]:
     job: Manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(opts, opts.name),
+        "metadata": _metadata(opts, opts.name, queued=True),
         "spec": _job_spec(opts, opts.name, jobset=False),
     }
     return [service, job]
 
 
 def render_jobset(opts: RenderOptions) -> list[Manifest]:
-    """A JobSet with one replicatedJob of one Indexed Job holding every node."""
+    """A JobSet with one replicatedJob of one Indexed Job holding every node.
+
+    Raises ConfigError where the JobSet webhook would refuse the names. The JobSet states the
+    oldest JobSet controller it is for in an annotation: an older one prunes the failure
+    rules' message patterns (see `supervisor.k8s.rules` for why that then fails safe).
+    """
+    check_jobset_names(opts)
+    metadata = _metadata(opts, opts.name, queued=True)
+    metadata["annotations"] = {**dict(opts.annotations), REQUIRES_JOBSET_ANNOTATION: MIN_JOBSET}
+    spec: dict[str, Any] = {}
+    if opts.queue is not None:
+        spec["suspend"] = True  # Kueue admits a JobSet by unsuspending it
     jobset: Manifest = {
         "apiVersion": "jobset.x-k8s.io/v1alpha2",
         "kind": "JobSet",
-        "metadata": _metadata(opts, opts.name),
+        "metadata": metadata,
         "spec": {
+            **spec,
             "network": {
                 "enableDNSHostnames": True,
                 "subdomain": opts.name,
@@ -222,10 +297,54 @@ def render_jobset(opts: RenderOptions) -> list[Manifest]:
     return [jobset]
 
 
-def to_yaml(manifests: list[Manifest], header: str | None = None) -> str:
-    """Multi-document YAML, keys in the order rendered; `header` becomes leading comments."""
+def _quoting_dumper() -> type:
+    """A SafeDumper that quotes every string a YAML 1.1 *or* YAML 1.2 reader would take for
+    something else.
+
+    PyYAML resolves plain scalars by YAML 1.1, so it leaves `3e-4`, `1e3` and `0o17` bare:
+    strings to it, but numbers to YAML 1.2's core schema and to Go's sigs.k8s.io/yaml, which
+    kubectl and the API server read manifests with (`args` is `[]string`, so the Job is then
+    rejected). Teaching the dumper those forms as implicit numbers makes its emitter quote
+    any string that looks like one, exactly as it already quotes `yes` or `1_000`.
+    """
+    import re
+
     import yaml  # runtime dependency; imported here so `supervise` starts without it
 
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    digits = list("-+0123456789")
+    Dumper.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        # YAML 1.2 core ints, and Go's strconv base-0 forms (0o17, 0b101, 1_000, 0x_10).
+        re.compile(r"^[-+]?(0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0[bB][01_]+|[0-9][0-9_]*)$"),
+        digits,
+    )
+    Dumper.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$"
+            r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+        ),
+        [*digits, "."],
+    )
+    return Dumper
+
+
+def to_yaml(manifests: list[Manifest], header: str | None = None) -> str:
+    """Multi-document YAML, keys in the order rendered; `header` becomes leading comments.
+
+    Every string reads back as the same string under YAML 1.1 and 1.2 (`_quoting_dumper`).
+    """
+    import yaml
+
     lines = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
-    body = yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=None, width=4096)
+    body = yaml.dump_all(
+        manifests,
+        Dumper=_quoting_dumper(),
+        sort_keys=False,
+        default_flow_style=None,
+        width=4096,
+    )
     return "\n".join([*lines, body]) if lines else body

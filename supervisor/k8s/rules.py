@@ -28,7 +28,9 @@ RestartJobSet (charged); CONFIG_ERROR → FailJobSet. Unclassified codes are Cou
 `backoffLimit: 0`, so the Job fails with `BackoffLimitExceeded`, no JobSet rule matches,
 and JobSet's default action RestartJobSet (charged) applies. (jobset api/jobset/v1alpha2
 jobset_types.go: rules match on reasons AND message patterns, first match wins, default
-RestartJobSet.)
+RestartJobSet.) The rules are listed strictest first, so that a controller older than
+v0.10.0, which prunes the message patterns, fails the JobSet rather than restarting it
+forever (`jobset_failure_policy`).
 
 **One incident is charged once.** A gang fails together: when one pod holds the cause of
 an incident, every other pod of the gang stops too and exits PEER_LEFT, naming it. PEER_LEFT
@@ -151,10 +153,24 @@ DISRUPTION_MESSAGE_PATTERN = (
 )
 
 
+# The order the JobSet's rules are listed in: the strictest action first (see
+# `jobset_failure_policy`).
+_STRICTEST_FIRST = (FAIL_JOBSET, RESTART_JOBSET, RESTART_JOBSET_FREE)
+
+
 def jobset_failure_policy(
     *, max_restarts: int, training_failed_fails_job: bool = False
 ) -> dict[str, object]:
-    """`spec.failurePolicy` for a JobSet whose Jobs use `jobset_pod_failure_policy()`."""
+    """`spec.failurePolicy` for a JobSet whose Jobs use `jobset_pod_failure_policy()`.
+
+    On a JobSet controller that knows `onJobFailureMessagePatterns` (v0.10.0 and newer) each
+    pattern matches one exit code, so no two rules match the same failure and their order
+    does not matter. An older controller's CRD prunes the patterns silently, and then every
+    rule matches every FailJob failure, so the first rule decides them all. The rules are
+    therefore listed strictest first: a pruned policy fails the JobSet on its first
+    classified failure (loud, and charged to nobody's GPUs) instead of restarting it for
+    free forever, CONFIG_ERROR included.
+    """
     rules: list[dict[str, object]] = [
         {
             "name": "disrupted",
@@ -172,6 +188,7 @@ def jobset_failure_policy(
                 "onJobFailureMessagePatterns": [failjob_message_pattern(code)],
             }
         )
+    rules.sort(key=lambda rule: _STRICTEST_FIRST.index(rule["action"]))  # stable: by code within
     return {"maxRestarts": max_restarts, "restartStrategy": "Recreate", "rules": rules}
 
 

@@ -113,6 +113,8 @@ def test_job_command_prints_exactly_the_rendered_manifests(tmp_path: Path) -> No
         nproc_per_node=4,
         gpus_per_node=4,
         namespace="ml",
+        cpu="1",  # the flags' default requests
+        memory="4Gi",
     )
     assert list(yaml.safe_load_all(result.stdout)) == render_job(expected)
     assert list(tmp_path.iterdir()) == []  # it prints; it writes nothing
@@ -129,8 +131,9 @@ def test_jobset_command_and_env_twins() -> None:
         env={
             "SUPERVISE_K8S_IMAGE": "r/i:3",
             "SUPERVISE_K8S_NAME": "gpt",
-            "SUPERVISE_NNODES": "2",
+            "SUPERVISE_K8S_NNODES": "2",
             "SUPERVISE_K8S_MAX_RESTARTS": "9",
+            "SUPERVISE_K8S_CPU": "8",
             "SUPERVISE_K8S_GPUS_PER_NODE": "1",
             "SUPERVISE_K8S_TRAINING_FAILED_FAILS_JOB": "true",
         },
@@ -143,6 +146,8 @@ def test_jobset_command_and_env_twins() -> None:
         gpus_per_node=1,
         max_restarts=9,
         training_failed_fails_job=True,
+        cpu="8",
+        memory="4Gi",
     )
     assert list(yaml.safe_load_all(out)) == render_jobset(expected)
 
@@ -173,10 +178,10 @@ def test_help_lists_the_env_twins(kind: str) -> None:
     for twin in (
         "SUPERVISE_K8S_IMAGE",
         "SUPERVISE_K8S_NAME",
-        "SUPERVISE_NNODES",
-        "SUPERVISE_NPROC_PER_NODE",
-        "SUPERVISE_CHECKPOINT_DIR",
-        "SUPERVISE_GRACE_PERIOD",
+        "SUPERVISE_K8S_NNODES",
+        "SUPERVISE_K8S_NPROC_PER_NODE",
+        "SUPERVISE_K8S_CHECKPOINT_DIR",
+        "SUPERVISE_K8S_GRACE_PERIOD",
         "SUPERVISE_K8S_RESTART_IN_PLACE",
     ):
         assert twin in out, twin
