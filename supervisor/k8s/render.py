@@ -304,8 +304,9 @@ def _quoting_dumper() -> type:
     PyYAML resolves plain scalars by YAML 1.1, so it leaves `3e-4`, `1e3` and `0o17` bare:
     strings to it, but numbers to YAML 1.2's core schema and to Go's sigs.k8s.io/yaml, which
     kubectl and the API server read manifests with (`args` is `[]string`, so the Job is then
-    rejected). Teaching the dumper those forms as implicit numbers makes its emitter quote
-    any string that looks like one, exactly as it already quotes `yes` or `1_000`.
+    rejected); Go's reader also takes a bare `y` or `n` for a boolean. Teaching the dumper
+    those forms as implicit numbers and booleans makes its emitter quote any string that
+    looks like one, exactly as it already quotes `yes` or `1_000`.
     """
     import re
 
@@ -329,6 +330,8 @@ def _quoting_dumper() -> type:
         ),
         [*digits, "."],
     )
+    # YAML 1.1's one-letter booleans, which Go's reader keeps and PyYAML's resolver lacks.
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^[yYnN]$"), list("yYnN"))
     return Dumper
 
 

@@ -18,7 +18,7 @@ from packaging.version import Version
 
 from supervisor.core.exitcodes import ExitCode
 from supervisor.k8s.render import render_job, render_jobset
-from supervisor.k8s.spec import RenderOptions
+from supervisor.k8s.spec import RenderOptions, Toleration
 
 ALL_VERSIONS = sorted(
     {".".join(v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()}, key=Version
@@ -34,6 +34,25 @@ PLAIN = {
     ),
     "per-index": RenderOptions(**BASE, nnodes=2, backoff_limit_per_index=2, namespace="ml"),
     "strict-training": RenderOptions(**BASE, nnodes=2, training_failed_fails_job=True),
+    "pod-spec": RenderOptions(
+        **BASE,
+        nnodes=2,
+        cpu="500m",
+        memory="8Gi",
+        cpu_limit="2",
+        memory_limit="8Gi",
+        run_as_user=10001,
+        labels=(("team", "llm"),),
+        annotations=(("note", "x"),),
+        node_selector=(("pool", "a100"),),
+        tolerations=(Toleration.parse("nvidia.com/gpu:NoSchedule"), Toleration.parse("a=b")),
+        priority_class="high",
+        scheduler_name="volcano",
+        queue="team-a",
+        active_deadline=3600,
+        backoff_limit_per_index=1,
+        max_failed_indexes=1,
+    ),
 }
 IN_PLACE = {
     "in-place": RenderOptions(
