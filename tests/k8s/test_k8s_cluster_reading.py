@@ -468,3 +468,16 @@ def test_nothing_optional_is_rendered_unasked() -> None:
         assert absent not in pod
     assert "annotations" not in job["metadata"]
     assert "resources" not in pod["containers"][0]  # the CLI's flags supply the defaults
+
+
+@needs_kubectl
+def test_kubectl_reads_the_launch_examples_as_committed(tmp_path: Path) -> None:
+    launch = Path(__file__).resolve().parents[2] / "launch"
+    files = sorted(launch.glob("*.yaml"))
+    assert len(files) == 4, files
+    for path in files:
+        ours = list(yaml.safe_load_all(path.read_text()))
+        read = _kubectl_read(path.read_text(), tmp_path)
+        for obj in read:
+            assert obj["metadata"]["labels"].pop("x") == "y"
+        assert read == ours, path.name
