@@ -244,7 +244,7 @@ def test_the_validator_rejects_what_the_cluster_rejects(release: str) -> None:
         js["spec"]["network"]["enableDNSHostnames"] = "true"
 
     def bad_enum(js):
-        js["spec"]["failurePolicy"]["rules"][0]["action"] = "RestartJob"
+        js["spec"]["failurePolicy"]["rules"][0]["action"] = "Restart"
 
     def int32_overflow(js):
         js["spec"]["failurePolicy"]["maxRestarts"] = 2**31
@@ -312,6 +312,13 @@ def test_in_place_restart_strategy_is_refused_before_v0_11() -> None:
     assert any("is not one of" in e for e in structural_errors(jobset, RELEASES["v0.10"]))
     assert structural_errors(jobset, RELEASES["v0.11"]) == []
     assert any("feature gate" in e for e in webhook_errors(jobset, RELEASES["v0.11"]))
+
+
+def test_restart_job_actions_exist_from_v0_12() -> None:
+    (jobset,) = _base()
+    jobset["spec"]["failurePolicy"]["rules"][0]["action"] = "RestartJob"
+    assert any("is not one of" in e for e in structural_errors(jobset, RELEASES["v0.11"]))
+    assert structural_errors(jobset, RELEASES["v0.12"]) == []
 
 
 def test_a_jobset_before_v0_10_would_drop_the_message_patterns() -> None:

@@ -44,39 +44,48 @@ QUANTITY = re.compile(
 )
 
 
+ACTIONS = ("FailJobSet", "RestartJobSet", "RestartJobSetAndIgnoreMaxRestarts")
+RESTART_STRATEGIES = ("Recreate", "BlockingRecreate")
+
+
 @dataclass(frozen=True)
 class Release:
     """One JobSet minor release, as far as its admission of a JobSet differs.
 
     `k8s` is the Kubernetes minor of the k8s.io/api the CRD's embedded JobSpec was generated
-    from; `restart_strategies` the enum of spec.failurePolicy.restartStrategy;
-    `message_patterns` whether failure-policy rules have onJobFailureMessagePatterns.
+    from; `restart_strategies` and `actions` the enums of spec.failurePolicy.restartStrategy
+    and of its rules' action; `message_patterns` whether rules have
+    onJobFailureMessagePatterns.
     """
 
     name: str
     k8s: str
-    restart_strategies: tuple[str, ...]
+    restart_strategies: tuple[str, ...] = RESTART_STRATEGIES
+    actions: tuple[str, ...] = ACTIONS
     message_patterns: bool = True
     depends_on_max_items: int = 5
 
 
+# From the releases' CHANGELOG/CHANGELOG-0.1x.md in kubernetes-sigs/jobset.
 RELEASES = {
-    # onJobFailureMessagePatterns (jobset PR #1033) and the k8s 1.34 API bump (PR #998)
-    # both merged before v0.10.0; InPlaceRestart (PR #1099) after it.
-    "v0.10": Release("v0.10", "1.34", ("Recreate", "BlockingRecreate")),
-    # InPlaceRestart (PR #1099, Dec 2025) and k8s.io/api 0.35 (PR #1105) are in v0.11.
-    "v0.11": Release("v0.11", "1.35", ("Recreate", "BlockingRecreate", "InPlaceRestart")),
-    # No v0.12 CRD was available; see README.md. The oldest JobSpec it may carry is 1.35.
-    "v0.12": Release("v0.12", "1.35", ("Recreate", "BlockingRecreate", "InPlaceRestart")),
+    # v0.10.0: onJobFailureMessagePatterns (#1033); Kubernetes 1.34 libraries (#1020, #1011).
+    # v0.10.1 fixed the Helm chart's CRD, which lacked the new field (#1048).
+    "v0.10": Release("v0.10", "1.34"),
+    # v0.11.0: InPlaceRestart (#1099, alpha gate), k8s.io/api 0.35 (#1105).
+    "v0.11": Release("v0.11", "1.35", (*RESTART_STRATEGIES, "InPlaceRestart")),
+    # v0.12.0: actions RestartJob and RestartJobAndIgnoreMaxRestarts (#1177, #1191),
+    # k8s.io/api 0.36 (#1212).
+    "v0.12": Release(
+        "v0.12",
+        "1.36",
+        (*RESTART_STRATEGIES, "InPlaceRestart"),
+        (*ACTIONS, "RestartJob", "RestartJobAndIgnoreMaxRestarts"),
+    ),
 }
 # A release before the message patterns existed (the stored CRD at commit 01078527:
 # dependsOn maxItems 1, no onJobFailureMessagePatterns). Used to prove the check bites.
 BEFORE_MESSAGE_PATTERNS = Release(
-    "pre-v0.10",
-    "1.34",
-    ("Recreate", "BlockingRecreate"),
-    message_patterns=False,
-    depends_on_max_items=1,
+    "pre-v0.10", "1.34", message_patterns=False, depends_on_max_items=1
 )
 
 
@@ -93,6 +102,7 @@ def schema_for(release: Release) -> dict[str, Any]:
     spec = schema["properties"]["spec"]["properties"]
     policy = spec["failurePolicy"]["properties"]
     policy["restartStrategy"]["enum"] = list(release.restart_strategies)
+    policy["rules"]["items"]["properties"]["action"]["enum"] = list(release.actions)
     if not release.message_patterns:
         del policy["rules"]["items"]["properties"]["onJobFailureMessagePatterns"]
     rjob = spec["replicatedJobs"]["items"]["properties"]
