@@ -1,6 +1,6 @@
 """Read a JobSet the way a cluster running JobSet v0.10, v0.11 or v0.12 reads it.
 
-Three stages, in the order the API server runs them on a create:
+The stages of a create, each a function:
 
 1. `structural_errors`: the CRD's structural schema (`jobset_v1alpha2.schema.json`, see
    README.md for its source). The API server *prunes* a field the schema does not name,
@@ -12,8 +12,10 @@ Three stages, in the order the API server runs them on a create:
    controller-gen writes into the CRD (kubernetes-validate's Quantity has no pattern).
 2. `apply_defaults`: what CRD defaulting and the JobSet mutating webhook
    (`jobSetWebhook.Default`, pkg/webhooks/jobset_webhook.go) fill in before validation.
-3. `webhook_errors`: what `jobSetWebhook.ValidateCreate` rejects, rule by rule, each
-   citing the source it mirrors.
+3. `metadata_errors`: the ObjectMeta rules every object meets (name, namespace, label and
+   annotation keys and values), here for the JobSet and its Job and pod templates.
+4. `webhook_errors`: what `jobSetWebhook.ValidateCreate` rejects, rule by rule, each
+   citing the source it mirrors. `admission_errors` runs all of them.
 
 CEL rules (`x-kubernetes-validations`) cannot be evaluated here; `cel_rules` lists each one
 with its path so a test can hand-check the ones that apply.
