@@ -29,7 +29,7 @@ RestartJobSet (charged); CONFIG_ERROR → FailJobSet. Unclassified codes are Cou
 and JobSet's default action RestartJobSet (charged) applies. (jobset api/jobset/v1alpha2
 jobset_types.go: rules match on reasons AND message patterns, first match wins, default
 RestartJobSet.) The rules are listed strictest first, so that a controller older than
-v0.10.0, which prunes the message patterns, fails the JobSet rather than restarting it
+v0.10.1, which prunes the message patterns, fails the JobSet rather than restarting it
 forever (`jobset_failure_policy`).
 
 **One incident is charged once.** A gang fails together: when one pod holds the cause of
@@ -163,7 +163,7 @@ def jobset_failure_policy(
 ) -> dict[str, object]:
     """`spec.failurePolicy` for a JobSet whose Jobs use `jobset_pod_failure_policy()`.
 
-    On a JobSet controller that knows `onJobFailureMessagePatterns` (v0.10.0 and newer) each
+    On a JobSet controller that knows `onJobFailureMessagePatterns` (v0.10.1 and newer) each
     pattern matches one exit code, so no two rules match the same failure and their order
     does not matter. An older controller's CRD prunes the patterns silently, and then every
     rule matches every FailJob failure, so the first rule decides them all. The rules are

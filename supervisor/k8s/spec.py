@@ -65,8 +65,9 @@ MIN_KUBERNETES = (1, 31)
 # Container restartPolicyRules (KEP-5307): alpha behind a feature gate in 1.34, where the API
 # server drops the field silently; beta and on by default from 1.35.
 IN_PLACE_KUBERNETES = (1, 35)
-# JobSet's onJobFailureMessagePatterns arrived in v0.10.0; an older controller prunes it.
-MIN_JOBSET = "v0.10.0"
+# JobSet's onJobFailureMessagePatterns arrived in v0.10.0, but that release's Helm chart
+# shipped a CRD without it (fixed in v0.10.1); an older CRD prunes the field silently.
+MIN_JOBSET = "v0.10.1"
 # Stated on every rendered JobSet, so whoever applies it can check their controller.
 REQUIRES_JOBSET_ANNOTATION = "supervise.dev/requires-jobset"
 # Kueue admits a workload whose object carries this label (kueue.x-k8s.io/v1beta1).

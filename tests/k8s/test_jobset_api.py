@@ -49,19 +49,6 @@ SUPERVISE = str(Path(sys.executable).with_name("supervise"))
 IMAGE = ["--image", "registry.example/train:1"]
 CMD = ["--", "train.py", "--lr=3e-4"]
 
-# What the renderer accepts but the JobSet webhook (v0.10-v0.12) rejects. The renderer is
-# to be fixed; until then these flag sets are expected to fail, strictly.
-LEADING_DIGIT = pytest.mark.xfail(
-    strict=True,
-    reason="RenderOptions accepts a DNS-1123 label as --name; the webhook needs the child "
-    "Job and pod names (<name>-node-...) and the subdomain to be DNS-1035 labels",
-)
-NO_RANDOM_SUFFIX = pytest.mark.xfail(
-    strict=True,
-    reason="RenderOptions checks <name>-node-0-<nnodes-1> <= 63; the webhook adds the Job "
-    "controller's '-abcde' pod-name suffix, so 6 characters fewer fit",
-)
-
 # One entry per flag set: the flags after `supervise k8s jobset` (the image and the command
 # are added). Add a new flag here as one line; mark what the cluster would refuse.
 FLAG_SETS = [
@@ -86,13 +73,26 @@ FLAG_SETS = [
     pytest.param(["--name", "llama-70b-pretrain"], id="name"),
     pytest.param(["--name", "a" * 48], id="name-longest-admitted"),
     pytest.param(["--nnodes", "65536", "--name", "a" * 44], id="largest-gang"),
-    pytest.param(["--name", "1abc"], id="name-leading-digit", marks=LEADING_DIGIT),
-    pytest.param(["--name", "a" * 49], id="name-without-suffix-room", marks=NO_RANDOM_SUFFIX),
-    pytest.param(
-        ["--nnodes", "65536", "--name", "a" * 45],
-        id="gang-without-suffix-room",
-        marks=NO_RANDOM_SUFFIX,
-    ),
+    pytest.param(["--cpu", "500m", "--memory", "200Gi"], id="requests"),
+    pytest.param(["--cpu", "", "--memory", ""], id="no-requests"),
+    pytest.param(["--cpu-limit", "64", "--memory-limit", "1.5Ti"], id="limits"),
+    pytest.param(["--run-as-user", "10001"], id="run-as-user"),
+    pytest.param(["--allow-root", "--run-as-user", "0"], id="allow-root"),
+    pytest.param(["--label", "team=llm", "--label", "example.com/tier=007"], id="labels"),
+    pytest.param(["--annotation", "note=yes: really", "--annotation", "a/b="], id="annotations"),
+    pytest.param(["--node-selector", "nvidia.com/gpu.product=H100-SXM"], id="node-selector"),
+    pytest.param(["--toleration", "nvidia.com/gpu:NoSchedule", "--toleration", "a=b"], id="tol"),
+    pytest.param(["--priority-class", "training-high"], id="priority-class"),
+    pytest.param(["--scheduler-name", "volcano"], id="scheduler-name"),
+    pytest.param(["--queue", "team-a"], id="kueue"),
+    pytest.param(["--active-deadline", "86400"], id="active-deadline"),
+    pytest.param(["--kubernetes-version", "1.35", "--restart-in-place", "HANG"], id="k8s-1.35"),
+]
+# What the JobSet webhook (v0.10-v0.12) would reject: the command refuses it with one line.
+REFUSED = [
+    pytest.param(["--name", "1abc"], id="name-leading-digit"),
+    pytest.param(["--name", "a" * 49], id="name-without-suffix-room"),
+    pytest.param(["--nnodes", "65536", "--name", "a" * 45], id="gang-without-suffix-room"),
 ]
 # Run through the real binary too (subprocess, ~0.5 s each): a few that touch every stage.
 CLI_FLAG_SETS = [
@@ -148,6 +148,14 @@ def _rendered(flags: tuple[str, ...]) -> dict[str, Any]:
 @pytest.mark.parametrize("flags", FLAG_SETS)
 def test_the_cluster_admits_the_rendered_jobset(flags: list[str], release: str) -> None:
     assert admission_errors(_rendered(tuple(flags)), RELEASES[release]) == []
+
+
+@pytest.mark.parametrize("flags", REFUSED)
+def test_what_the_webhook_rejects_is_refused_at_the_flag(flags: list[str]) -> None:
+    argv = [SUPERVISE, "k8s", "jobset", *IMAGE, *flags, *CMD]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 81 and done.stdout == "", done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "--name" in done.stderr
 
 
 @pytest.mark.parametrize("flags", CLI_FLAG_SETS)

@@ -283,7 +283,7 @@ def _message(code: ExitCode) -> str | None:
 
 def test_a_jobset_states_the_controller_it_needs() -> None:
     (jobset,) = render_jobset(RenderOptions(**BASE, command=("t.py",)))
-    assert jobset["metadata"]["annotations"][REQUIRES_JOBSET_ANNOTATION] == MIN_JOBSET == "v0.10.0"
+    assert jobset["metadata"]["annotations"][REQUIRES_JOBSET_ANNOTATION] == MIN_JOBSET == "v0.10.1"
 
 
 @pytest.mark.parametrize("training_failed_fails_job", [False, True])
