@@ -4,13 +4,11 @@ kubernetes-validate ships strict schemas (unknown fields rejected) per Kubernete
 Plain manifests are checked from 1.31 (podFailurePolicy GA) to the newest it ships; the
 in-place variants from 1.34, the first schema with container `restartPolicyRules` (alpha
 1.34, beta 1.35, KEP-5307). The JobSet is a CRD the package has no schema for: its Job
-template is validated as a batch/v1 Job, and the JobSet's own fields are checked one by
-one against the v1alpha2 types (jobset api/jobset/v1alpha2/jobset_types.go).
+template is validated here as a batch/v1 Job, and the JobSet itself against JobSet's own
+CRD schema and webhook rules in test_jobset_api.py.
 """
 
 from __future__ import annotations
-
-import re
 
 import kubernetes_validate
 import pytest
@@ -113,77 +111,3 @@ def test_the_validator_rejects_what_it_should() -> None:
     service["spec"]["publishNotReadyAddresses"] = "yes"
     with pytest.raises(kubernetes_validate.ValidationError):
         _validate(service, "1.31")
-
-
-# --- JobSet fields, checked against jobset.x-k8s.io/v1alpha2 ---------------------------------
-
-JOBSET_SPEC_FIELDS = {
-    "replicatedJobs",
-    "network",
-    "successPolicy",
-    "failurePolicy",
-    "startupPolicy",
-    "suspend",
-    "coordinator",
-    "managedBy",
-    "ttlSecondsAfterFinished",
-    "volumeClaimPolicies",
-}
-NETWORK_FIELDS = {"enableDNSHostnames", "subdomain", "publishNotReadyAddresses"}
-FAILURE_POLICY_FIELDS = {"maxRestarts", "restartStrategy", "rules"}
-RULE_FIELDS = {
-    "name",
-    "action",
-    "onJobFailureReasons",
-    "onJobFailureMessagePatterns",
-    "targetReplicatedJobs",
-}
-RULE_ACTIONS = {
-    "FailJobSet",
-    "RestartJobSet",
-    "RestartJobSetAndIgnoreMaxRestarts",
-    "RestartJob",
-    "RestartJobAndIgnoreMaxRestarts",
-}
-RULE_NAME = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-REPLICATED_JOB_FIELDS = {"name", "groupName", "template", "replicas", "dependsOn"}
-JOB_FAILURE_REASONS = {
-    "PodFailurePolicy",
-    "BackoffLimitExceeded",
-    "DeadlineExceeded",
-    "MaxFailedIndexesExceeded",
-    "FailedIndexes",
-}
-
-
-@pytest.mark.parametrize("variant", [*PLAIN, *IN_PLACE])
-def test_jobset_shape_matches_v1alpha2(variant: str) -> None:
-    opts = {**PLAIN, **IN_PLACE}[variant]
-    (jobset,) = render_jobset(opts)
-    assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
-    assert jobset["kind"] == "JobSet"
-    assert set(jobset) == {"apiVersion", "kind", "metadata", "spec"}
-    spec = jobset["spec"]
-    assert set(spec) <= JOBSET_SPEC_FIELDS
-    assert set(spec["network"]) <= NETWORK_FIELDS
-    assert spec["network"]["enableDNSHostnames"] is True
-    policy = spec["failurePolicy"]
-    assert set(policy) <= FAILURE_POLICY_FIELDS
-    assert isinstance(policy["maxRestarts"], int) and policy["maxRestarts"] >= 0
-    assert policy["restartStrategy"] in {"Recreate", "BlockingRecreate", "InPlaceRestart"}
-    names = [rule["name"] for rule in policy["rules"]]
-    assert len(names) == len(set(names))
-    for rule in policy["rules"]:
-        assert set(rule) <= RULE_FIELDS
-        assert RULE_NAME.match(rule["name"]), rule["name"]
-        assert rule["action"] in RULE_ACTIONS
-        reasons = rule["onJobFailureReasons"]
-        assert len(reasons) == len(set(reasons)) and set(reasons) <= JOB_FAILURE_REASONS
-        for pattern in rule["onJobFailureMessagePatterns"]:
-            re.compile(pattern)
-            # Only syntax RE2 shares with Python: no lookaround, no backreferences.
-            assert not re.search(r"\(\?[=!<]|\\[1-9]", pattern), pattern
-    (rjob,) = spec["replicatedJobs"]
-    assert set(rjob) <= REPLICATED_JOB_FIELDS
-    assert isinstance(rjob["replicas"], int) and rjob["replicas"] >= 1
-    assert set(rjob["template"]) <= {"metadata", "spec"}
