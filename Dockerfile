@@ -13,9 +13,12 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/supervise
+# The `s3` extra (s3fs) lets `--checkpoint-dir s3://...` work, as the launch/ examples use it;
+# for gs:// install "./[gcs]" instead, or both: "./[s3,gcs]". Written "./" so that hadolint's
+# DL3013 sees a local path rather than an unpinned package named ".".
 COPY pyproject.toml README.md ./
 COPY supervisor ./supervisor
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir "./[s3]" \
     && useradd --no-log-init --create-home --uid 10001 --user-group --shell /bin/sh trainer \
     && mkdir -p /workspace \
     && chown trainer:trainer /workspace

@@ -7,15 +7,23 @@ what can be verified without one.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
+# s3fs before this release sends no `If-None-Match: *` for a small "xb" write, so a second
+# writer silently replaces a committed marker (fsspec/s3fs#973, fixed by #974 in 2025.7.0).
+S3FS_CREATE_ONLY = Version("2025.7.0")
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
     "hadolint"
 )
@@ -66,3 +74,60 @@ def test_entrypoint_is_supervise_and_the_user_is_not_root() -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     base = next(rest for key, rest in instructions if key == "ARG" and rest.startswith("BASE_"))
     assert "pytorch/pytorch:" in base and "cuda" in base and "runtime" in base
+
+
+def _run_commands() -> list[list[str]]:
+    """Each shell command of each RUN instruction, continuation lines joined, as words."""
+    joined, commands = [], []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        joined.append(line.rstrip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            keyword, _, rest = " ".join(joined).strip().partition(" ")
+            joined = []
+            if keyword.upper() == "RUN":
+                commands += [shlex.split(part) for part in rest.split("&&")]
+    return commands
+
+
+def _local_install_extras() -> list[set[str]]:
+    """For every `pip install` of the build context (`.`, `./`, with `[extras]`), its extras."""
+    found = []
+    for words in _run_commands():
+        if words[:2] != ["pip", "install"] and words[1:4] != ["-m", "pip", "install"]:
+            continue
+        for word in words[words.index("install") + 1 :]:
+            path, _, extras = word.partition("[")
+            if not word.startswith("-") and Path(path) == Path("."):
+                found.append({e.strip() for e in extras.rstrip("]").split(",") if e.strip()})
+    return found
+
+
+def test_the_image_installs_the_s3_extra() -> None:
+    # `--checkpoint-dir s3://...` (as launch/ uses it) needs s3fs in the image; without it
+    # every pod would exit CONFIG_ERROR at start.
+    installs = _local_install_extras()
+    assert installs, "the Dockerfile never pip-installs the build context"
+    assert any("s3" in extras for extras in installs), installs
+    # pip only warns about an extra the package does not declare, and installs no s3fs.
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert set().union(*installs) <= declared.keys(), installs
+
+
+def test_the_s3_extra_requires_an_s3fs_with_create_only_small_writes() -> None:
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    # Releases before the fix (2024.12.0 brought "xb", for multipart uploads only; 2025.5.1
+    # was the last without it), and a pre-release of the fixed one.
+    broken = ["0.4.0", "2021.4.0", "2024.12.0", "2025.1.0", "2025.5.1", "2025.7.0rc1"]
+    for name in ("s3", "test"):
+        s3fs = [r for r in map(Requirement, extras[name]) if r.name == "s3fs"]
+        assert len(s3fs) == 1, (name, extras[name])
+        specifier = s3fs[0].specifier
+        assert specifier.contains(S3FS_CREATE_ONLY), (name, str(specifier))
+        allowed = [v for v in broken if specifier.contains(v, prereleases=True)]
+        assert not allowed, (name, str(specifier), allowed)
+    # gcsfs sends `ifGenerationMatch=0` for "xb" from 2024.12.0 (fsspec/gcsfs#651).
+    gcsfs = [Requirement(r) for r in extras["gcs"]]
+    assert [r.name for r in gcsfs] == ["gcsfs"]
+    assert not gcsfs[0].specifier.contains("2024.10.0", prereleases=True)
