@@ -26,11 +26,14 @@ PyTorchJob of that shape sets PET_NNODES too, which wins. PET_NPROC_PER_NODE nev
 the ranks per node: `--nproc-per-node` does, and without it supervise runs the command as
 given (`supervise -- torchrun ...` reads every PET_* itself).
 
+More than one node needs a node rank and rank 0's address; one node runs on loopback. A
+platform's port is used only when the platform supplied some of the topology.
+
 Refused with `ConfigError`, never guessed: an elastic or c10d rendezvous (PET_RDZV_ENDPOINT,
-PET_RDZV_BACKEND other than static, PET_STANDALONE, a PET_NNODES range `min:max` with
-min != max; PyTorchJob's elasticPolicy sets them), because torchrun would take the endpoint
-and standalone mode from the environment over supervise's static rendezvous; and a
-multi-node shape with a field missing or not an integer.
+PET_RDZV_BACKEND other than static, PET_STANDALONE other than "0", a PET_NNODES range
+`min:max` with min != max; PyTorchJob's elasticPolicy sets them), because torchrun would
+take the endpoint and standalone mode from the environment over supervise's static
+rendezvous; and a multi-node shape with a field missing or not an integer.
 
 Pure: reads only the mapping it is given; no I/O, safe on any thread.
 """
@@ -107,19 +110,19 @@ def check_rendezvous(env: Mapping[str, str]) -> None:
     over any rendezvous flag (torch/distributed/run.py `get_rdzv_endpoint`, `run`), so a
     static launch in such a pod would not be the one supervise derived.
     """
-    backend = env.get(PET_RDZV_BACKEND, "")
     offending = [
         f"{name}={env[name]!r}"
-        for name in (PET_RDZV_ENDPOINT, PET_STANDALONE)
-        if name in env and (name == PET_STANDALONE or env[name] != "")
+        for name, harmless in ((PET_RDZV_BACKEND, ("", "static")), (PET_RDZV_ENDPOINT, ("",)))
+        if env.get(name, "") not in harmless
     ]
-    if backend not in ("", "static"):
-        offending.insert(0, f"{PET_RDZV_BACKEND}={backend!r}")
+    # torchrun reads PET_STANDALONE as int(): "0" is off; PyTorchJob writes "" (crashes it).
+    if env.get(PET_STANDALONE, "0") != "0":
+        offending.append(f"{PET_STANDALONE}={env[PET_STANDALONE]!r}")
     if offending:
         raise ConfigError(
-            f"{', '.join(offending)} asks torchrun for an elastic rendezvous, which "
-            "`supervise --nproc-per-node` does not launch (it runs a static one): remove the "
-            f"PyTorchJob's elasticPolicy, {_ESCAPE}"
+            f"{', '.join(offending)}: the pod asks torchrun for an elastic rendezvous (a "
+            "PyTorchJob's elasticPolicy sets these), but `supervise --nproc-per-node` launches "
+            f"a static one: remove the elasticPolicy, {_ESCAPE}"
         )
 
 
@@ -148,9 +151,8 @@ def _pet_nnodes(env: Mapping[str, str]) -> int | None:
         raise ConfigError(f"{PET_NNODES}={raw!r} is not N or MIN:MAX: fix or unset it") from None
     if lo != hi:
         raise ConfigError(
-            f"{PET_NNODES}={raw!r} is an elastic node range; `supervise --nproc-per-node` "
-            f"launches a fixed count: pass --nnodes N (with minReplicas = maxReplicas), "
-            f"{_ESCAPE}"
+            f"{PET_NNODES}={raw!r} is an elastic node range, but `supervise --nproc-per-node` "
+            f"launches a fixed node count: pass --nnodes N, {_ESCAPE}"
         )
     if lo < 1:
         raise ConfigError(f"{PET_NNODES}={raw!r} must be >= 1: fix or unset it")

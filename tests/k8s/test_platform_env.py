@@ -116,7 +116,7 @@ def volcano(rank: int = 1, pods: int = 3) -> dict[str, str]:
         # A fixed range is a count; a static backend is what supervise launches anyway.
         ({**trainjob(1, 2), "PET_NNODES": "2:2"}, Topology(2, 1, "tj-node-0-0.tj", 29500, "pet")),
         (
-            {**volcano(1), "PET_RDZV_BACKEND": "static"},
+            {**volcano(1), "PET_RDZV_BACKEND": "static", "PET_STANDALONE": "0"},
             Topology(3, 1, "vj-master-0.vj", 23456, "master-env"),
         ),
     ],
