@@ -183,7 +183,8 @@ FLAGS = (
         int | None,
         None,
         "Launch CMD (a script) through torch.distributed.run with this many ranks; nodes, "
-        "node rank and master come from the Indexed Job or JobSet environment.",
+        "node rank and master come from the pod's environment: an Indexed Job, a JobSet, "
+        "Kubeflow's PET_*, or MASTER_ADDR/WORLD_SIZE/RANK.",
         shown="off: run CMD as given",
         range=Range(1, 1024),
     ),

@@ -11,4 +11,5 @@ mappings to plain dicts, argv lists and text. The CLI (`supervisor.cli.k8s`) pri
 - `simulate`: how the Job and JobSet controllers evaluate those rules (first match wins),
   used by `supervise explain` and by the tests that walk the contract.
 - `launch`: `torch.distributed.run` argv and env from the Job/JobSet environment.
+- `platforms`: the topology Kubeflow (PyTorchJob, TrainJob) and Volcano pods carry.
 """

@@ -1,23 +1,36 @@
 """`supervise --nproc-per-node N -- script.py ARGS`: the torchrun argv and env, derived.
 
 supervise never reimplements rendezvous: it execs `python -m torch.distributed.run` (the
-supervisor process never imports torch) with a static rendezvous whose node rank and
-master address come from where the pod runs. Explicit flags win, field by field:
+supervisor process never imports torch) with a static rendezvous whose node count, node
+rank and master address come from where the pod runs. Each field is taken from the first
+of these that has it:
 
-- **JobSet** (env JOBSET_NAME present; the rendered pod template passes it, with
-  REPLICATED_JOB_NAME and JOB_INDEX, from the pod's labels): node rank =
-  JOB_INDEX * SUPERVISE_PODS_PER_JOB + JOB_COMPLETION_INDEX; master =
-  <jobset>-<replicatedJob>-0-0.<subdomain>, the pod hostname scheme of JobSet with DNS
-  hostnames on (jobset_types.go `Network`); subdomain = SUPERVISE_SUBDOMAIN, else the JobSet
-  name (JobSet's default).
-- **Indexed Job** (JOB_COMPLETION_INDEX present; the Job controller sets it): node rank =
-  the index; the pod's hostname (HOSTNAME) is <job>-<index>, so the master is
-  <job>-0.<subdomain>, where subdomain = SUPERVISE_SUBDOMAIN (the rendered Job sets it to
-  its headless Service, which is also the pod's `subdomain`).
-- **Neither**: one node on loopback, unless flags say otherwise.
+1. **Flags**: --nnodes, --node-rank, --master-addr, --master-port (or their SUPERVISE_*
+   twins), field by field.
+2. **Our rendered manifests**, one of:
+   - **JobSet** (env JOBSET_NAME present; the rendered pod template passes it, with
+     REPLICATED_JOB_NAME and JOB_INDEX, from the pod's labels): node rank =
+     JOB_INDEX * SUPERVISE_PODS_PER_JOB + JOB_COMPLETION_INDEX; master =
+     <jobset>-<replicatedJob>-0-0.<subdomain>, the pod hostname scheme of JobSet with DNS
+     hostnames on (jobset_types.go `Network`); subdomain = SUPERVISE_SUBDOMAIN, else the
+     JobSet name (JobSet's default).
+   - **Indexed Job** (JOB_COMPLETION_INDEX present, and SUPERVISE_SUBDOMAIN set or no
+     platform variables below: the Job controller sets the index in a platform's Indexed
+     Jobs too): node rank = the index; the pod's hostname (HOSTNAME) is <job>-<index>, so
+     the master is <job>-0.<subdomain>, where subdomain = SUPERVISE_SUBDOMAIN (the rendered
+     Job sets it to its headless Service, which is also the pod's `subdomain`).
+   nnodes comes from --nnodes or SUPERVISE_NNODES (the rendered manifests set it).
+3. **PET_***, torchrun's own names (Kubeflow Trainer's TrainJob, PyTorchJob since v1.7):
+   PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT.
+4. **MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK** with RANK the pod's rank (Volcano's
+   `pytorch` plugin, PyTorchJob with a Master replica).
+5. **Nothing**: one node on loopback.
 
-nnodes comes from --nnodes or SUPERVISE_NNODES (the rendered manifests set it); the port
-from --master-port, SUPERVISE_MASTER_PORT, else torchrun's 29500.
+`supervisor.k8s.platforms` reads 3 and 4 and says why: WORLD_SIZE's meaning, what is
+refused (an elastic or c10d rendezvous, a node range, a multi-node shape with a field
+missing). The port: --master-port, SUPERVISE_MASTER_PORT, the platform's, else torchrun's
+29500. `Topology.source` names the step that answered ("jobset", "indexed-job", "pet",
+"master-env", "pet+master-env", "local").
 
 torchrun is started with `--max-restarts 0`: Kubernetes, told by the exit code, decides
 about restarts (torchrun's own restarts are counted per node and can be bypassed,
@@ -39,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from supervisor.core.errors import ConfigError
+from supervisor.k8s import platforms
 from supervisor.k8s.spec import (
     DEFAULT_MASTER_PORT,
     ENV_COMPLETION_INDEX,
@@ -76,7 +90,7 @@ class Topology:
     node_rank: int
     master_addr: str
     master_port: int
-    source: str  # "jobset", "indexed-job" or "local"
+    source: str  # "jobset", "indexed-job", "pet", "master-env", "pet+master-env" or "local"
 
 
 def _int_env(env: Mapping[str, str], name: str, minimum: int = 0) -> int | None:
@@ -158,34 +172,47 @@ def _indexed_job(env: Mapping[str, str], overrides: LaunchOverrides) -> tuple[in
     return nnodes, rank, master
 
 
+def _own_indexed_job(env: Mapping[str, str]) -> bool:
+    """An Indexed Job's pod that the platform variables do not describe better.
+
+    The Job controller sets JOB_COMPLETION_INDEX in every Indexed Job, ours or a platform's
+    (Kubeflow Trainer runs its nodes as one), so the index alone decides only where no
+    platform declares a shape; SUPERVISE_SUBDOMAIN, which only our manifests set, always does.
+    """
+    if env.get(ENV_COMPLETION_INDEX, "") == "":
+        return False
+    return bool(env.get(ENV_SUBDOMAIN)) or not platforms.declares_shape(env)
+
+
 def derive_topology(env: Mapping[str, str], overrides: LaunchOverrides) -> Topology:
     """nnodes, node rank, master address and port for this pod; raises ConfigError."""
     if overrides.nnodes is not None and overrides.nnodes < 1:
         raise ConfigError(f"--nnodes must be >= 1, got {overrides.nnodes}")
+    platforms.check_rendezvous(env)
+    port = overrides.master_port
+    if port is None:
+        port = _int_env(env, ENV_MASTER_PORT, minimum=1)
     if env.get(ENV_JOBSET_NAME):
         source = "jobset"
         nnodes, rank, master = _jobset(env, overrides)
-    elif env.get(ENV_COMPLETION_INDEX, "") != "":
+    elif _own_indexed_job(env):
         source = "indexed-job"
         nnodes, rank, master = _indexed_job(env, overrides)
     else:
-        source = "local"
-        nnodes = _nnodes(env, overrides) or 1
-        rank = overrides.node_rank
-        master = overrides.master_addr
-        if nnodes > 1 and (rank is None or master is None):
-            raise ConfigError(
-                f"--nnodes {nnodes} outside an Indexed Job or JobSet: pass --node-rank and "
-                "--master-addr too"
-            )
-        rank = rank or 0
+        given = platforms.Given(
+            nnodes=_nnodes(env, overrides),
+            node_rank=overrides.node_rank,
+            master_addr=overrides.master_addr,
+            master_port=port,
+            nnodes_from="--nnodes" if overrides.nnodes is not None else ENV_NNODES,
+        )
+        resolved = platforms.resolve(env, given)
+        nnodes, rank, master = resolved.nnodes, resolved.node_rank, resolved.master_addr
+        port, source = resolved.master_port, resolved.source or "local"
     if not 0 <= rank < nnodes:
         raise ConfigError(f"node rank {rank} is outside 0..{nnodes - 1}: check --node-rank")
     if master is not None and not master.strip():
         raise ConfigError("--master-addr is empty: give a host name or IP address")
-    port = overrides.master_port
-    if port is None:
-        port = _int_env(env, ENV_MASTER_PORT, minimum=1)
     port = DEFAULT_MASTER_PORT if port is None else port
     if not 1 <= port <= 65535:
         raise ConfigError(f"master port {port} is outside 1..65535: check --master-port")
