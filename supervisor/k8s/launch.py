@@ -93,23 +93,10 @@ class Topology:
     source: str  # "jobset", "indexed-job", "pet", "master-env", "pet+master-env" or "local"
 
 
-def _int_env(env: Mapping[str, str], name: str, minimum: int = 0) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer: fix or unset it") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-    return value
-
-
 def _nnodes(env: Mapping[str, str], overrides: LaunchOverrides) -> int | None:
     if overrides.nnodes is not None:
         return overrides.nnodes
-    return _int_env(env, ENV_NNODES, minimum=1)
+    return platforms.int_env(env, ENV_NNODES, minimum=1)
 
 
 def _need_nnodes(nnodes: int | None, where: str) -> int:
@@ -125,9 +112,9 @@ def _jobset(env: Mapping[str, str], overrides: LaunchOverrides) -> tuple[int, in
     nnodes = _need_nnodes(_nnodes(env, overrides), "a JobSet")
     rank = overrides.node_rank
     if rank is None:
-        index = _int_env(env, ENV_COMPLETION_INDEX) or 0
-        job_index = _int_env(env, ENV_JOB_INDEX) or 0
-        per_job = _int_env(env, ENV_PODS_PER_JOB, minimum=1)
+        index = platforms.int_env(env, ENV_COMPLETION_INDEX) or 0
+        job_index = platforms.int_env(env, ENV_JOB_INDEX) or 0
+        per_job = platforms.int_env(env, ENV_PODS_PER_JOB, minimum=1)
         if job_index and per_job is None:
             raise ConfigError(
                 f"{ENV_JOB_INDEX}={job_index} but {ENV_PODS_PER_JOB} is unset: set it to the "
@@ -150,7 +137,7 @@ def _jobset(env: Mapping[str, str], overrides: LaunchOverrides) -> tuple[int, in
 
 def _indexed_job(env: Mapping[str, str], overrides: LaunchOverrides) -> tuple[int, int, str | None]:
     nnodes = _need_nnodes(_nnodes(env, overrides), "an Indexed Job")
-    index = _int_env(env, ENV_COMPLETION_INDEX)
+    index = platforms.int_env(env, ENV_COMPLETION_INDEX)
     assert index is not None  # the caller checked it is present
     rank = overrides.node_rank if overrides.node_rank is not None else index
     master = overrides.master_addr
@@ -191,7 +178,7 @@ def derive_topology(env: Mapping[str, str], overrides: LaunchOverrides) -> Topol
     platforms.check_rendezvous(env)
     port = overrides.master_port
     if port is None:
-        port = _int_env(env, ENV_MASTER_PORT, minimum=1)
+        port = platforms.int_env(env, ENV_MASTER_PORT, minimum=1)
     if env.get(ENV_JOBSET_NAME):
         source = "jobset"
         nnodes, rank, master = _jobset(env, overrides)

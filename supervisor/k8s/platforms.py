@@ -126,7 +126,8 @@ def check_rendezvous(env: Mapping[str, str]) -> None:
         )
 
 
-def _int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+def int_env(env: Mapping[str, str], name: str, minimum: int = 0) -> int | None:
+    """`env[name]` as an integer >= `minimum`; None when unset or empty; else ConfigError."""
     raw = env.get(name, "")
     if raw == "":
         return None
@@ -143,7 +144,7 @@ def _pet_nnodes(env: Mapping[str, str]) -> int | None:
     """PET_NNODES as torchrun reads it: `N` or `MIN:MAX`; only a fixed count is accepted."""
     raw = env.get(PET_NNODES, "")
     if ":" not in raw:
-        return _int(env, PET_NNODES, minimum=1)
+        return int_env(env, PET_NNODES, minimum=1)
     low, _, high = raw.partition(":")
     try:
         lo, hi = int(low), int(high)
@@ -160,7 +161,7 @@ def _pet_nnodes(env: Mapping[str, str]) -> int | None:
 
 
 def _world_nodes(env: Mapping[str, str]) -> int | None:
-    world = _int(env, WORLD_SIZE, minimum=1)
+    world = int_env(env, WORLD_SIZE, minimum=1)
     if world is None:
         return None
     per_node = env.get(PET_NPROC_PER_NODE, "")
@@ -176,7 +177,7 @@ def _world_nodes(env: Mapping[str, str]) -> int | None:
 
 def _first(env: Mapping[str, str], names: tuple[str, ...], minimum: int) -> tuple[int, str] | None:
     for name in names:
-        value = _int(env, name, minimum)
+        value = int_env(env, name, minimum)
         if value is not None:
             return value, name
     return None
