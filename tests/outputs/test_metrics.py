@@ -210,3 +210,51 @@ def test_metric_names_follow_prometheus_conventions() -> None:
         assert metric.name.endswith("_total") == (metric.type == "counter"), metric.name
         assert not metric.name.endswith(("_ms", "_milliseconds", "_minutes")), metric.name
     assert len({m.name for m in metrics.METRICS}) == len(metrics.METRICS)
+
+
+def test_the_counts_follow_the_typed_outputs_across_a_restart() -> None:
+    from supervisor.core import outputs as out
+    from supervisor.core.events import Finding
+    from supervisor.core.exitcodes import ExitCode
+    from supervisor.watch.live import LiveView
+
+    def gpu_finding(index: int, code: ExitCode | None) -> out.FindingReported:
+        detail = {"gpu_index": index, "gpu_uuid": f"GPU-{index}"}
+        return out.FindingReported(Finding("gpu", "xid", "s", code, detail=detail))
+
+    live = LiveView()
+    live.gpus = ((0, "GPU-0"), (1, "GPU-1"), (2, "GPU-2"))
+    counts = metrics.Counts()
+    for mono, output in enumerate(
+        [
+            out.Started(command=("t",), attempt=1),
+            gpu_finding(1, ExitCode.TRAINING_FAILED),  # an Xid the code caused: GPU still fine
+            gpu_finding(2, ExitCode.DEVICE_FAILED),
+            out.FindingReported(Finding("child", "exit", "s")),
+            out.CheckpointRequested(reason="hang", why="w", generation=3, deadline_in_s=5.0),
+            out.RestartScheduled(
+                klass="HANG", reason="r", attempt=1, restart_in_s=1.0, restarts_left=1
+            ),
+            out.Started(command=("t",), attempt=2, resume_step=7),
+            out.CheckpointCommitted(step=9, generation=3),
+        ]
+    ):
+        counts.record(output, float(mono))
+    got = {m.name: samples for m, samples in metrics.families(counts, live, 0)}
+    assert got["supervise_attempt"] == [((), 2)]
+    assert got["supervise_restarts_total"] == [((), 1)]
+    assert got["supervise_findings_total"] == [
+        (("DEVICE_FAILED",), 1),
+        (("TRAINING_FAILED",), 1),
+        (("none",), 1),
+    ]
+    assert got["supervise_gpu_healthy"] == [
+        (("0", "GPU-0"), 1),
+        (("1", "GPU-1"), 1),
+        (("2", "GPU-2"), 0),
+    ]
+    assert got["supervise_checkpoint_requests_total"] == [(("hang",), 1)]
+    assert got["supervise_checkpoint_last_step"] == [((), 9)]
+    assert got["supervise_checkpoint_request_to_commit_seconds"] == [((), 3.0)]
+    assert got["supervise_rank_step"] == [] and got["supervise_phase_seconds_total"] == []
+    assert list(got) == [m.name for m in metrics.METRICS]  # every metric, in the table's order
