@@ -12,7 +12,11 @@ round so that machine noise hits all alike:
   default here, 0.5 s, is 30 times harsher).
 
 Printed: each arm's median loop time with its spread (min-max over rounds), the ratios
-on/off and off/bare, and the median time of one scrape. Target: on/off ≤ 1.01x.
+on/off and off/bare, the median time of one scrape, and the CPU time supervise itself used
+during the loop (read by the child from /proc for its parent), off and on. Target: on/off
+≤ 1.01x. On a loaded machine the loop times carry the noise (and the scraper here shares the
+CPUs with the child, as Prometheus would not); supervise's CPU seconds are the steadier
+measure of what the endpoint costs.
 
     python bench/bench_metrics.py [--rounds 5] [--steps 3000] [--scrape-interval 0.5]
 """
@@ -49,6 +53,7 @@ def child_main(steps: int) -> None:
         opt.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
         opt.step()
+    parent_before = parent_cpu() if os.environ.get("SUPERVISE_RUN_DIR") else 0.0
     start = time.perf_counter()
     for step in range(steps):
         opt.zero_grad()
@@ -56,6 +61,15 @@ def child_main(steps: int) -> None:
         opt.step()
         sup.step(step)
     print(f"LOOP {time.perf_counter() - start:.6f}", flush=True)
+    if os.environ.get("SUPERVISE_RUN_DIR"):  # under supervise: the parent is supervise
+        print(f"SUPCPU {parent_cpu() - parent_before:.6f}", flush=True)
+
+
+def parent_cpu() -> float:
+    """User + system CPU seconds of this process's parent so far (Linux /proc)."""
+    with open(f"/proc/{os.getppid()}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -93,9 +107,13 @@ class Scraper:
             self.took.append(time.perf_counter() - start)
 
 
-def run(argv: list[str], env: dict[str, str]) -> float:
+def run(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """The child's loop seconds; supervise's CPU seconds during it appended to `cpu`."""
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    return float(next(line for line in out.splitlines() if line.startswith("LOOP ")).split()[1])
+    said = dict(line.split() for line in out.splitlines() if line.startswith(("LOOP ", "SUPCPU ")))
+    if cpu is not None:
+        cpu.append(float(said["SUPCPU"]))
+    return float(said["LOOP"])
 
 
 def spread(values: list[float]) -> str:
@@ -118,17 +136,19 @@ def main() -> None:
     quiet = [SUPERVISE, "--termination-log", os.devnull, "--event-log", os.devnull]
     times: dict[str, list[float]] = {"bare": [], "off": [], "on": []}
     scrapes: list[float] = []
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     arms = list(times)
     for i in range(args.rounds):
         for arm in arms[i % 3 :] + arms[: i % 3]:  # rotate who goes first
             if arm == "bare":
                 times[arm].append(run(child, env))
             elif arm == "off":
-                times[arm].append(run([*quiet, "--", *child], env))
+                times[arm].append(run([*quiet, "--", *child], env, cpu[arm]))
             else:
                 port = free_port()
                 with Scraper(port, args.scrape_interval) as scraper:
-                    times[arm].append(run([*quiet, "--metrics-port", str(port), "--", *child], env))
+                    argv = [*quiet, "--metrics-port", str(port), "--", *child]
+                    times[arm].append(run(argv, env, cpu[arm]))
                 scrapes += scraper.took
     print(f"toy loop, {args.steps} steps, {args.rounds} rounds (median [min-max]):")
     for arm, label in (("bare", "bare"), ("off", "supervise"), ("on", "supervise + metrics")):
@@ -140,6 +160,13 @@ def main() -> None:
         f"  -> metrics on / off          = {on_off:.4f}x; target ≤ 1.01x: "
         f"{'met' if on_off <= 1.01 else 'MISSED'}"
     )
+    for arm in ("off", "on"):
+        per_s = [c / t for c, t in zip(cpu[arm], times[arm], strict=True)]
+        print(
+            f"  -> supervise CPU, metrics {arm:<3} = {statistics.median(cpu[arm]) * 1000:.0f} ms "
+            f"per loop, {statistics.median(per_s):.2%} of one core [{min(per_s):.2%}-"
+            f"{max(per_s):.2%}]"
+        )
     if scrapes:
         print(
             f"  -> one scrape of /metrics    = {statistics.median(scrapes) * 1000:.2f} ms median "
