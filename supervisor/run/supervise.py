@@ -2,8 +2,9 @@
 
 0. Hear signals (`supervisor.run.signals`): from here on, a SIGTERM or SIGINT is data.
 1. Open the outputs (event log, termination message): everything after this is said there.
-2. Build the plan (what to spawn, with what environment) in a fresh run directory, and join
-   the gang through the run ledger, where there is one.
+2. Build the plan (what to spawn, with what environment) in a fresh run directory, open the
+   metrics endpoint with `--metrics-port`, and join the gang through the run ledger, where
+   there is one.
 3. With `--preflight`, check the GPUs (and the node's history in the ledger) once; a bad
    one is the verdict, nothing starts.
 4. Open the session (channel, watchdogs, calibration, the step to resume from).
@@ -84,10 +85,10 @@ def supervise(
                 ledger=ledger,
                 gang=gang,
             )
-            if live is not None:  # a port in use is CONFIG_ERROR, before anything starts
+            if live is not None and options.metrics_port is not None:
                 from supervisor.outputs.metrics import open_metrics
 
-                assert options.metrics_port is not None
+                # A port in use is CONFIG_ERROR, before anything starts.
                 outputs.add(open_metrics(options.metrics_port, live))
             member = _member(plan, notes)
             if preflight:
