@@ -1,4 +1,5 @@
-"""The layers of DESIGN.md hold: who may import whom, and where pynvml, fsspec and torch live.
+"""The layers of DESIGN.md hold: who may import whom, and where pynvml, fsspec, torch and
+prometheus_client live.
 
 An `ast` walk over every module in the package. A new module must be placed in `LAYERS`
 (by name or package pattern) before this test passes, which is the point.
@@ -132,6 +133,8 @@ def test_module_imports_respect_layers(path: Path) -> None:
             assert me == "supervisor.gpu.nvml", f"only supervisor.gpu.nvml may import pynvml: {me}"
         if top == "fsspec":
             assert me.startswith("supervisor.storage"), f"fsspec outside storage: {me}"
+        if top == "prometheus_client":
+            assert me == "supervisor.outputs.metrics", f"prometheus_client outside metrics: {me}"
         if top != "supervisor":
             continue
         target = known_module(imported, MODULES)
@@ -161,6 +164,9 @@ def test_supervisor_process_never_imports_torch(tmp_path: Path) -> None:
     loaded = set(probe.read_text().split())
     assert "supervisor.run.loop" in loaded  # the probe really ran the supervisor
     assert not {m for m in loaded if m == "torch" or m.startswith("torch.")}
+    # Without --metrics-port, nothing of the metrics endpoint is loaded.
+    assert not {m for m in loaded if m.split(".")[0] == "prometheus_client"}
+    assert "supervisor.outputs.metrics" not in loaded
     # Without a ledger (no checkpoint dir) a run loads neither the gang nor storage.
     assert not loaded & {"supervisor.run.gang", "supervisor.gang.records", "fsspec", "secrets"}
 

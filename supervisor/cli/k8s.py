@@ -137,6 +137,17 @@ MANIFEST = (
         range=PORT,
     ),
     Flag(
+        "metrics-port",
+        int | None,
+        None,
+        "Port of supervise's Prometheus /metrics in each pod: passed as "
+        "SUPERVISE_METRICS_PORT, declared as the container port `metrics`, and announced "
+        "by the prometheus.io/scrape, /port and /path pod annotations.",
+        shown="off",
+        scope=K8S,
+        range=PORT,
+    ),
+    Flag(
         "shm-size",
         str | None,
         None,

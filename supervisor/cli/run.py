@@ -99,6 +99,15 @@ FLAGS = (
         "is written only where the kubelet made it, so not on a developer's machine.",
     ),
     Flag("event-log", str, "-", "File to append JSON-lines events to; `-` means stderr."),
+    Flag(
+        "metrics-port",
+        int | None,
+        None,
+        "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics (every interface: a pod is "
+        "scraped from outside its container). A port that cannot be bound is CONFIG_ERROR.",
+        shown="off",
+        range=PORT,
+    ),
     # Checkpoints and restarts.
     Flag(
         "checkpoint-dir",
@@ -289,6 +298,7 @@ def run_command(**given: Any) -> None:
         max_restarts=args.max_restarts,
         restart_on_training_failure=args.restart_on_training_failure,
         degrade_on_step_time=args.degrade_on_step_time,
+        metrics_port=args.metrics_port,
     )
     hang = HangOptions(
         hang_timeout=args.hang_timeout,

@@ -58,6 +58,7 @@ class Options:
     max_restarts: int = 0
     restart_on_training_failure: bool = False
     degrade_on_step_time: bool = False
+    metrics_port: int | None = None  # None: no /metrics endpoint
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -74,5 +75,9 @@ class Options:
             raise ConfigError(
                 f"--max-restarts must be an integer in [0, {MAX_RESTARTS}], got {self.max_restarts}"
             )
+        if self.metrics_port is not None and (
+            isinstance(self.metrics_port, bool) or not 1 <= self.metrics_port <= 65_535
+        ):
+            raise ConfigError(f"--metrics-port must be in [1, 65535], got {self.metrics_port}")
         if self.event_log is not None and not self.event_log.strip():
             raise ConfigError("--event-log is empty: give a file path, or `-` for stderr")

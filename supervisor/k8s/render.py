@@ -19,7 +19,10 @@ exit-code contract: the failure-policy rules come from `supervisor.k8s.rules`, w
 - the launch env `supervisor.k8s.launch` reads: SUPERVISE_NNODES, SUPERVISE_SUBDOMAIN
   (the headless Service, also the pod's `subdomain`), SUPERVISE_MASTER_PORT, and in a
   JobSet SUPERVISE_PODS_PER_JOB. The Job controller adds JOB_COMPLETION_INDEX itself, and
-  the pod's hostname is <job>-<index> (Indexed Job) or <jobset>-<rjob>-<job>-<pod> (JobSet).
+  the pod's hostname is <job>-<index> (Indexed Job) or <jobset>-<rjob>-<job>-<pod> (JobSet);
+- with `metrics_port`, SUPERVISE_METRICS_PORT, a container port named `metrics`, and the
+  pod annotations Prometheus's kubernetes_sd relabelling conventionally reads
+  (`prometheus.io/scrape`, `/port`, `/path`; annotation values are strings).
 
 Pure: no I/O, safe on any thread.
 """
@@ -36,6 +39,7 @@ from supervisor.k8s.spec import (
     ENV_JOB_INDEX,
     ENV_JOBSET_NAME,
     ENV_MASTER_PORT,
+    ENV_METRICS_PORT,
     ENV_NNODES,
     ENV_NODE_NAME,
     ENV_POD_NAME,
@@ -100,7 +104,29 @@ def _env(opts: RenderOptions, subdomain: str, *, jobset: bool) -> list[dict[str,
     ]
     if opts.checkpoint_dir is not None:
         env.append({"name": ENV_CHECKPOINT_DIR, "value": opts.checkpoint_dir})
+    if opts.metrics_port is not None:
+        env.append({"name": ENV_METRICS_PORT, "value": str(opts.metrics_port)})
     return env
+
+
+def _ports(opts: RenderOptions) -> list[dict[str, Any]]:
+    ports: list[dict[str, Any]] = [{"name": "torch-master", "containerPort": opts.master_port}]
+    if opts.metrics_port is not None:
+        ports.append({"name": "metrics", "containerPort": opts.metrics_port})
+    return ports
+
+
+def _pod_annotations(opts: RenderOptions) -> dict[str, str]:
+    """The user's annotations, plus the scrape annotations with a metrics port (the
+    user's own value for one of those keys wins)."""
+    annotations: dict[str, str] = {}
+    if opts.metrics_port is not None:
+        annotations = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(opts.metrics_port),
+            "prometheus.io/path": "/metrics",
+        }
+    return {**annotations, **dict(opts.annotations)}
 
 
 def _resources(opts: RenderOptions) -> dict[str, Any]:
@@ -125,7 +151,7 @@ def _container(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str
         "command": supervise_command(opts),
         "args": list(opts.command),
         "env": _env(opts, subdomain, jobset=jobset),
-        "ports": [{"name": "torch-master", "containerPort": opts.master_port}],
+        "ports": _ports(opts),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
         # Pod Security "restricted" (container part): supervise and torchrun need no
@@ -228,8 +254,9 @@ def _job_spec(opts: RenderOptions, subdomain: str, *, jobset: bool) -> dict[str,
     if opts.active_deadline is not None:
         spec["activeDeadlineSeconds"] = opts.active_deadline
     template_meta: dict[str, Any] = {"labels": _labels(opts)}
-    if opts.annotations:
-        template_meta["annotations"] = dict(opts.annotations)
+    annotations = _pod_annotations(opts)
+    if annotations:
+        template_meta["annotations"] = annotations
     spec["template"] = {"metadata": template_meta, "spec": pod_spec(opts, subdomain, jobset=jobset)}
     return spec
 

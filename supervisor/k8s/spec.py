@@ -36,6 +36,7 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 ENV_NNODES = "SUPERVISE_NNODES"
 ENV_SUBDOMAIN = "SUPERVISE_SUBDOMAIN"
 ENV_MASTER_PORT = "SUPERVISE_MASTER_PORT"
+ENV_METRICS_PORT = "SUPERVISE_METRICS_PORT"
 ENV_PODS_PER_JOB = "SUPERVISE_PODS_PER_JOB"
 ENV_CHECKPOINT_DIR = "SUPERVISE_CHECKPOINT_DIR"
 ENV_GRACE_PERIOD = "SUPERVISE_GRACE_PERIOD"
@@ -211,6 +212,7 @@ class RenderOptions:
     max_failed_indexes: int | None = None
     max_restarts: int = DEFAULT_MAX_RESTARTS
     master_port: int = DEFAULT_MASTER_PORT
+    metrics_port: int | None = None  # supervise's /metrics: a container port, annotations
     shm_size: str | None = None
     cpu: str | None = None
     memory: str | None = None
@@ -277,6 +279,14 @@ class RenderOptions:
         _positive("--max-restarts", self.max_restarts, minimum=0)
         if not 1 <= self.master_port <= 65535 or isinstance(self.master_port, bool):
             raise ConfigError(f"--master-port must be in 1..65535, got {self.master_port}")
+        if self.metrics_port is not None:
+            if not 1 <= self.metrics_port <= 65535 or isinstance(self.metrics_port, bool):
+                raise ConfigError(f"--metrics-port must be in 1..65535, got {self.metrics_port}")
+            if self.metrics_port == self.master_port:
+                raise ConfigError(
+                    f"--metrics-port {self.metrics_port} is the torchrun rendezvous port "
+                    "(--master-port): pick another"
+                )
         for flag, value in (
             ("--shm-size", self.shm_size),
             ("--cpu", self.cpu),

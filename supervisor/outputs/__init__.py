@@ -6,10 +6,11 @@ outputs (`supervisor.core.outputs`) and call `Outputs.emit`. Each sink takes wha
 - `eventlog.EventLog`: every output, as one JSON line (stderr or `--event-log`);
 - `termination.TerminationLog`: the `Exited` verdict, as the kubelet's termination message;
 - `console.Console`: one human line on stderr for a verdict a person must act on
-  (CONFIG_ERROR, a refusal before the command started).
+  (CONFIG_ERROR, a refusal before the command started);
+- `metrics.Metrics`: counts for the Prometheus endpoint of `--metrics-port`.
 
-A new sink (metrics, say) is one module with a `write` and a `close`, added in
-`open_outputs`; no producer changes.
+A new sink is one module with a `write` and a `close`, added in `open_outputs`, or with
+`Outputs.add` where opening it may refuse the run (a port in use); no producer changes.
 
 Guarantees: `emit` may be called from any thread and never raises for a sink's failure. A
 sink that cannot be opened or written is reported once (an `output_unwritable` event on the
@@ -57,6 +58,11 @@ class Outputs:
         # Shared with the stderr log pump, so an event line never splits a chunk of the
         # child's output and never lands on the tail of its unfinished line.
         self.stderr = stderr or SharedStream()
+
+    def add(self, sink: Sink) -> None:
+        """One more sink, for outputs from now on. Call before the outputs are shared
+        with other threads (before the run starts)."""
+        self._sinks.append(sink)
 
     def emit(self, output: Output) -> None:
         wall, mono = self._clock.wall(), self._clock.monotonic()

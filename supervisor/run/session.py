@@ -46,6 +46,7 @@ from supervisor.watch.handshake import (
     publish_request,
     publish_stop,
 )
+from supervisor.watch.live import LiveView
 from supervisor.watch.phases import PhaseClock
 from supervisor.watch.sample import Watcher
 from supervisor.watch.sampler import Sampler
@@ -77,8 +78,10 @@ class Session:
         resume: Callable[[], int | None] | None,
         notes: Sequence[str] = (),
         member: Member | None = None,
+        live: LiveView | None = None,
     ) -> None:
         self.plan = plan
+        self.live = live  # fed by every attempt's sampler, for the metrics endpoint
         self.channel = channel
         self.activity = activity
         self.watchdogs: tuple[Watchdog, ...] = (gpu_watchdog,) if gpu_watchdog else ()
@@ -112,6 +115,7 @@ class Session:
         resume: Callable[[], int | None] | None = None,
         notes: Sequence[str] = (),
         member: Member | None = None,
+        live: LiveView | None = None,
     ) -> Session:
         """Create the channel and the stacks directory inside `plan.run_dir`.
 
@@ -129,6 +133,7 @@ class Session:
                 resume=resume,
                 notes=notes,
                 member=member,
+                live=live,
             )
         except BaseException:
             channel.close()
@@ -181,6 +186,9 @@ class Session:
             StepTimeWatcher(plan.pace),
             self.phases,
         ]
+        if self.live is not None:
+            self.live.begin(self.phases)
+            watchers.append(self.live)
         if plan.hang.log_silence_timeout is not None:
             timeout = plan.hang.log_silence_timeout
             watchers.append(LogSilenceWatcher(lambda: self.activity.last_output, timeout))

@@ -2,8 +2,9 @@
 
 0. Hear signals (`supervisor.run.signals`): from here on, a SIGTERM or SIGINT is data.
 1. Open the outputs (event log, termination message): everything after this is said there.
-2. Build the plan (what to spawn, with what environment) in a fresh run directory, and join
-   the gang through the run ledger, where there is one.
+2. Build the plan (what to spawn, with what environment) in a fresh run directory, open the
+   metrics endpoint with `--metrics-port`, and join the gang through the run ledger, where
+   there is one.
 3. With `--preflight`, check the GPUs (and the node's history in the ledger) once; a bad
    one is the verdict, nothing starts.
 4. Open the session (channel, watchdogs, calibration, the step to resume from).
@@ -43,6 +44,7 @@ from supervisor.run.plan import Launch, Plan, build_plan, policy_config
 from supervisor.run.session import Session, make_run_dir
 from supervisor.run.signals import Signals, install
 from supervisor.watch import steptime
+from supervisor.watch.live import LiveView
 
 if TYPE_CHECKING:
     from supervisor.run.gang import Member
@@ -65,6 +67,7 @@ def supervise(
     signals = install()  # before anything that can block; a no-op where the CLI did it
     outputs = open_outputs(options.event_log, options.termination_log)
     run_dir = make_run_dir()
+    live = LiveView() if options.metrics_port is not None else None
     started = False
     try:
         notes: list[str] = []  # said as `note` events once the session starts
@@ -82,12 +85,17 @@ def supervise(
                 ledger=ledger,
                 gang=gang,
             )
+            if live is not None and options.metrics_port is not None:
+                from supervisor.outputs.metrics import open_metrics
+
+                # A port in use is CONFIG_ERROR, before anything starts.
+                outputs.add(open_metrics(options.metrics_port, live))
             member = _member(plan, notes)
             if preflight:
                 verdict = _preflight(plan, member, notes, outputs, signals)
                 if verdict is not None:
                     return verdict
-            session = _open_session(plan, notes, member, signals)
+            session = _open_session(plan, notes, member, signals, live)
         except Interrupted as stop:
             verdict = _stopped_before_start(options, stop.signum)
             outputs.emit(out.Exited(verdict.code, verdict.reason, verdict.evidence))
@@ -155,10 +163,18 @@ def _preflight(
     return verdict.code
 
 
-def _open_session(plan: Plan, notes: list[str], member: Member | None, signals: Signals) -> Session:
+def _open_session(
+    plan: Plan,
+    notes: list[str],
+    member: Member | None,
+    signals: Signals,
+    live: LiveView | None = None,
+) -> Session:
     from supervisor.gpu.watchdog import build_gpu_watchdog
 
     gpu_watchdog = signals.interruptible(lambda: build_gpu_watchdog(plan.gpu, notes.append))
+    if live is not None and gpu_watchdog is not None:
+        live.gpus = tuple((gpu.index, gpu.uuid) for gpu in gpu_watchdog.gpus)
     resolve = _resolver(plan.checkpoint_dir)
     session = Session.open(
         plan,
@@ -169,6 +185,7 @@ def _open_session(plan: Plan, notes: list[str], member: Member | None, signals: 
         resume=None if resolve is None else lambda: signals.interruptible(resolve),
         notes=notes,
         member=member,
+        live=live,
     )
     if member is not None:  # from now on its notes reach the event log as they happen
         member.note = session.say

@@ -86,6 +86,7 @@ FLAG_SETS = [
     pytest.param(["--scheduler-name", "volcano"], id="scheduler-name"),
     pytest.param(["--queue", "team-a"], id="kueue"),
     pytest.param(["--active-deadline", "86400"], id="active-deadline"),
+    pytest.param(["--metrics-port", "9400"], id="metrics-port"),
     pytest.param(["--kubernetes-version", "1.35", "--restart-in-place", "HANG"], id="k8s-1.35"),
 ]
 # What the JobSet webhook (v0.10-v0.12) would reject: the command refuses it with one line.

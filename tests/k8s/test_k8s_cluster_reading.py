@@ -113,6 +113,8 @@ def _awkward_manifests() -> list[dict[str, Any]]:
             continue  # an empty --checkpoint-dir is refused at the flag
         (_, job) = render_job(RenderOptions(**BASE, command=("t.py",), checkpoint_dir=value))
         manifests.append(job)
+    for render in (render_job, render_jobset):  # annotation values must stay strings
+        manifests += render(RenderOptions(**BASE, command=("t.py",), metrics_port=9400))
     return manifests
 
 
@@ -164,6 +166,9 @@ def test_kubectl_reads_every_string_back_as_the_same_string(tmp_path: Path) -> N
             assert all(isinstance(value, str) for value in _strings(container))
     job = read[1]
     assert _containers(job)[0]["args"] == ["train.py", *AWKWARD]
+    for metrics in read[-3:]:  # the Job and the JobSet with --metrics-port
+        if metrics["kind"] != "Service":
+            assert _pod(metrics)["metadata"]["annotations"]["prometheus.io/port"] == "9400"
 
 
 @needs_kubectl
@@ -481,3 +486,30 @@ def test_kubectl_reads_the_launch_examples_as_committed(tmp_path: Path) -> None:
         for obj in read:
             assert obj["metadata"]["labels"].pop("x") == "y"
         assert read == ours, path.name
+
+
+def test_a_metrics_port_is_announced_to_prometheus_and_passed_to_supervise() -> None:
+    opts = RenderOptions(**BASE, command=("t.py",), metrics_port=9400, annotations=(("a", "b"),))
+    (_, job) = render_job(opts)
+    (jobset,) = render_jobset(opts)
+    for obj in (job, jobset):
+        template = _pod(obj)
+        assert template["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "9400",
+            "prometheus.io/path": "/metrics",
+            "a": "b",
+        }
+        (container,) = template["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9400} in container["ports"]
+        assert {"name": "SUPERVISE_METRICS_PORT", "value": "9400"} in container["env"]
+    # Off by default: nothing of it is rendered.
+    (_, plain) = render_job(RenderOptions(**BASE, command=("t.py",)))
+    text = to_yaml([plain], "header")
+    assert "prometheus.io" not in text and "METRICS" not in text and "metrics" not in text
+
+
+def test_a_metrics_port_on_the_rendezvous_port_is_refused() -> None:
+    args = ("k8s", "job", "--image", "r/i:1", "--metrics-port", "29500", "--", "t.py")
+    result = _supervise(*args, env={})
+    assert result.returncode == 81 and "--master-port" in result.stderr, result.stderr

@@ -32,6 +32,7 @@ PLAIN = {
     ),
     "per-index": RenderOptions(**BASE, nnodes=2, backoff_limit_per_index=2, namespace="ml"),
     "strict-training": RenderOptions(**BASE, nnodes=2, training_failed_fails_job=True),
+    "metrics": RenderOptions(**BASE, nnodes=2, metrics_port=9400, annotations=(("note", "x"),)),
     "pod-spec": RenderOptions(
         **BASE,
         nnodes=2,
