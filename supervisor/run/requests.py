@@ -93,7 +93,9 @@ def answer(run_dir: str, action: AnswerRequests) -> None:
 
 def _write(where: str, name: str, body: dict[str, object]) -> None:
     hidden = os.path.join(where, "." + name)
-    fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    # Readable by all, inside a 0700 folder: an asker running as root (`kubectl exec` as
+    # another user) and a supervise running as the image's user can read each other's.
+    fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, json.dumps(body).encode())
     finally:
@@ -127,7 +129,10 @@ class RequestWatcher:
         while not self._stopping.wait(self.interval):
             for request, deadline in self.take():
                 if deadline is None:
-                    refused = "the request file could not be read; ask again"
+                    refused = (
+                        "supervise could not read the request; run checkpoint-now as the "
+                        "container's user"
+                    )
                     answer(self.run_dir, AnswerRequests((request,), Outcome.REFUSED, refused))
                 else:
                     report(CheckpointNow(request, deadline, monotonic()))

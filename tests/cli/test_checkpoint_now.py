@@ -19,7 +19,7 @@ import pytest
 from supervisor.cli.checkpoint_now import find_run_dir
 from supervisor.core.errors import ConfigError
 from supervisor.core.exitcodes import ExitCode
-from supervisor.run import rundir
+from supervisor.run import requests, rundir
 from supervisor.storage.backend import Storage
 from supervisor.storage.reader import Reader
 from tests.conftest import SUPERVISE
@@ -193,3 +193,30 @@ def test_the_only_live_run_is_found_and_several_are_refused(tmp_path: Path) -> N
             rundir.release(second, remove=True)
     finally:
         rundir.release(first, remove=True)
+
+
+def test_requests_are_taken_once_and_unreadable_ones_are_refused_at_once(tmp_path: Path) -> None:
+    run_dir = str(tmp_path)
+    folder = Path(requests.make_folder(run_dir))
+    for name, body in (("bad", "not json"), ("nan", '{"deadline": NaN}'), ("list", "[1]")):
+        (folder / f"{name}{requests.REQUEST}").write_text(body)
+    good = requests.submit(run_dir, 5)
+    withdrawn = requests.submit(run_dir, 5)
+    assert requests.withdraw(run_dir, withdrawn)
+    reported: list = []
+    watcher = requests.RequestWatcher(run_dir, interval=0.01)
+    watcher.start(reported.append, time.monotonic)
+    try:
+        give_up = time.monotonic() + 10
+        while not reported and time.monotonic() < give_up:
+            time.sleep(0.01)
+        time.sleep(0.1)  # a second and later polls report nothing more
+    finally:
+        watcher.stop()
+    assert [(event.request, event.budget) for event in reported] == [(good, 5.0)]
+    for name in ("bad", "nan", "list"):
+        answer = requests.read_answer(run_dir, name)
+        assert answer is not None and answer["outcome"] == "refused"
+        assert "could not read the request" in str(answer["message"])
+    assert not list(folder.iterdir())  # every request taken, every answer collected
+    assert not requests.withdraw(run_dir, good)  # taken: too late to withdraw
