@@ -20,12 +20,12 @@ Phases:
 
 An operator's checkpoint (`CheckpointNow`, from `supervise checkpoint-now`) is not a stop:
 RUNNING stays RUNNING. The request goes out on the channel with reason `requested`, the
-asker waits in `asked`, and `deadline` (unused in RUNNING otherwise) bounds the wait. A
-commit answering it, or any later request, answers every asker at once (`AnswerRequests`);
-a Tick past the deadline answers "missed"; so a request made while one is pending joins
-it. In any other phase the run is starting, restarting or on its way out, and the request
-is refused at once, as it is when the trainer has not attached. A request still waiting
-when the command exits is refused then.
+asker waits in `asked`, and `deadline` (unused in RUNNING otherwise) bounds the wait. The
+first commit that acknowledges the request (any save the trainer commits after seeing it)
+answers every asker at once (`AnswerRequests`); a Tick past the deadline answers "missed".
+A request made while one is pending joins it. In any other phase the run is starting,
+restarting or on its way out, and the request is refused at once, as it is when the
+trainer has not attached. A request still waiting when the command exits is refused then.
 
 Budgets. After an outside SIGTERM the whole `grace_period` must fit the pod's
 terminationGracePeriodSeconds: an attached trainer gets `grace_period - shutdown_timeout`
