@@ -220,3 +220,33 @@ def test_requests_are_taken_once_and_unreadable_ones_are_refused_at_once(tmp_pat
         assert "could not read the request" in str(answer["message"])
     assert not list(folder.iterdir())  # every request taken, every answer collected
     assert not requests.withdraw(run_dir, good)  # taken: too late to withdraw
+
+
+@pytest.mark.slow
+def test_across_two_nodes_both_save_one_step_and_neither_leaves(tmp_path: Path) -> None:
+    """Asked on node 1 (not the rank that writes), both ranks save the same step with reason
+    `requested`, and node 0 does not take it for a peer leaving (no PEER_LEFT)."""
+    from tests.process.runs import events, finish, two_nodes, wait_for_event
+
+    ckpt = tmp_path / "ckpt"
+    nodes = two_nodes(ckpt, tmp_path, "op")
+    try:
+        wait_for_event(tmp_path, "op1", "trainer_attached", timeout=120)
+        asked = _checkpoint_now("--pid", str(nodes[1].pid), "--deadline", "60")
+        codes = [finish(node) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert asked.returncode == 0, asked.stderr
+    assert codes == [0, 0]
+    step = next(e for e in events(tmp_path, "op1") if e["event"] == "checkpoint_request_answered")
+    assert step["outcome"] == "committed"
+    reader = Reader(Storage(str(ckpt)))
+    assert reader.assess(step["step"]).manifest.reason == "requested"
+    for index in (0, 1):
+        said = {e["event"] for e in events(tmp_path, f"op{index}")}
+        assert not said & {"leave_requested", "stopping", "decided"}
+        committed = [
+            e for e in events(tmp_path, f"op{index}") if e["event"] == "checkpoint_committed"
+        ]
+        assert step["step"] in [e["step"] for e in committed]  # one agreed step on both
