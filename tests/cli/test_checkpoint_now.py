@@ -119,7 +119,7 @@ def test_a_trainer_that_never_checks_misses_the_deadline_and_is_left_alone(
     finally:
         run.kill()
     assert asked.returncode == 124, asked.stderr
-    assert waited < 1 + 3  # the deadline, plus supervise's poll and a start-up
+    assert waited < 15  # supervise's own answer at the deadline, not the asker's give-up
     (line,) = asked.stderr.splitlines()
     assert "no checkpoint was committed within the deadline" in line
     assert "sup.should_checkpoint(step)" in line and "--deadline" in line
