@@ -130,12 +130,15 @@ def main() -> int:
         if rank == 0 and (step % 50 == 0 or step == args.steps):
             print(f"step {step:>5}  loss {loss.item():.4f}", flush=True)
         if sup.should_checkpoint(step):  # supervise: every rank agrees on this step
-            reason = sup.checkpoint_reason or "requested"  # "preempted", "degraded", ...
+            reason = sup.checkpoint_reason or "preempted"  # "degraded", "requested", ...
             save(reason)
+            if reason != "requested":  # supervise: an operator's checkpoint-now goes on
+                if rank == 0:
+                    print(f"checkpoint at step {step} ({reason}); leaving", flush=True)
+                break
             if rank == 0:
-                print(f"checkpoint at step {step} ({reason}); leaving", flush=True)
-            break
-        if step % args.checkpoint_every == 0 or step == args.steps:
+                print(f"checkpoint at step {step} (requested); going on", flush=True)
+        elif step % args.checkpoint_every == 0 or step == args.steps:
             save("final" if step == args.steps else "periodic")
         if args.step_time:
             time.sleep(args.step_time)

@@ -115,7 +115,14 @@ class NoopHandle:
 
     @property
     def checkpoint_reason(self) -> str | None:
-        """Why the pending request was made: "preempted", "degraded", ...; None if none."""
+        """Why the pending request was made: "preempted", "degraded", "requested", ...;
+        None if none. After `should_checkpoint` agreed on a save, the most urgent reason any
+        rank had, until the save is committed. "requested" (an operator's
+        `supervise checkpoint-now`) is the one to save for and go on training after; for
+        the others, save and leave."""
+        return self._agreed or self._own_reason()
+
+    def _own_reason(self) -> str | None:
         return None
 
     @property
@@ -133,26 +140,30 @@ class NoopHandle:
         """Whether every rank should save at this step boundary.
 
         Call it on every rank at the same steps. Under `torch.distributed` with more than
-        one rank, the ranks agree with one all-reduce (MAX) of a single flag, so a request
+        one rank, the ranks agree with one all-reduce (MAX) of a single int, so a request
         seen by any rank (one node's pod being evicted, say) makes all of them save the
-        same step. `every=K` runs the collective only when `step % K == 0`, to trade
-        reaction time for its cost. The collective runs whether or not anything is pending:
+        same step, and `checkpoint_reason` then gives every rank the most urgent reason
+        (a rank that would have saved for an operator leaves with a leaving peer).
+        `every=K` runs the collective only when `step % K == 0`, to trade reaction time
+        for its cost. The collective runs whether or not anything is pending:
         that is what keeps the ranks in step.
         """
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         if step % every:
             return False
-        mine = self.checkpoint_requested
-        agreed = _agree(mine)
-        if agreed and not mine:
-            self._for_peer = True
-        return agreed
+        mine = _vote(self._own_reason())
+        agreed = _agree(mine)  # the most urgent reason any rank has
+        self._agreed = _VOTES[min(agreed, len(_VOTES)) - 1] if agreed > mine else None
+        if agreed > mine and self._agreed != "requested":
+            self._for_peer = True  # another rank is leaving: this one saves and leaves too
+        return agreed > 0
 
     def committed(self, step: int) -> None:
         """Report that checkpoint `step` is committed (CheckpointStore.save does this)."""
 
     _for_peer = False
+    _agreed: str | None = None  # another rank's more urgent reason, agreed on, not yet saved
 
 
 class Handle(NoopHandle):
@@ -202,8 +213,7 @@ class Handle(NoopHandle):
         header = self._header()
         return header is not None and header.stop_requested
 
-    @property
-    def checkpoint_reason(self) -> str | None:
+    def _own_reason(self) -> str | None:
         header = self._pending()
         if header is None:
             return None
@@ -218,6 +228,7 @@ class Handle(NoopHandle):
             self._answered = max(self._answered, header.ckpt_generation)
         self._writer.set_checkpoint(step, self._answered, self._for_peer)
         self._for_peer = False
+        self._agreed = None
 
     def _header(self) -> Header | None:
         """The channel header, or None while it cannot be read consistently."""
@@ -278,20 +289,32 @@ def _caused_by_storage(error: BaseException | None) -> bool:
     return False
 
 
-def _agree(flag: bool) -> bool:
-    """OR `flag` across ranks when torch.distributed is running; never imports torch."""
+# What `should_checkpoint` votes: the index of this rank's reason plus one (0: none), in
+# rising urgency, so the MAX across ranks is the most urgent. An operator's request is the
+# least urgent: a rank whose peer is leaving leaves too.
+_VOTES = ("requested", "degraded", "preempted")
+
+
+def _vote(reason: str | None) -> int:
+    if reason is None:
+        return 0
+    return _VOTES.index(reason) + 1 if reason in _VOTES else len(_VOTES)
+
+
+def _agree(vote: int) -> int:
+    """The MAX of `vote` across ranks when torch.distributed is running; never imports torch."""
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
-        return flag
+        return vote
     if dist.get_world_size() < 2:
-        return flag
+        return vote
     torch = sys.modules["torch"]
     device = "cpu"
     if dist.get_backend() == "nccl":  # NCCL reduces device tensors only
         device = f"cuda:{torch.cuda.current_device()}"
-    vote = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
+    votes = torch.tensor([vote], dtype=torch.int32, device=device)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return int(votes.item())
 
 
 _attached: tuple[int, NoopHandle] | None = None  # (pid that attached, its handle)

@@ -7,6 +7,7 @@ to the sinks.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from supervisor.core.events import Finding
@@ -44,6 +45,24 @@ class RequestStop:
     """Ask training, through the channel, to exit by itself (its checkpoint is committed)."""
 
 
+class Outcome(enum.StrEnum):
+    """How an operator's checkpoint request (`CheckpointNow`) ended."""
+
+    COMMITTED = "committed"  # a checkpoint answering it was committed; training goes on
+    MISSED = "missed"  # its deadline passed without a commit
+    REFUSED = "refused"  # it cannot be served now (the run is stopping, not attached, ...)
+
+
+@dataclass(frozen=True)
+class AnswerRequests:
+    """Tell the operators behind `requests` how their checkpoint request ended."""
+
+    requests: tuple[str, ...]
+    outcome: Outcome
+    message: str
+    step: int | None = None
+
+
 @dataclass(frozen=True)
 class Respawn:
     """Start the training command again (an in-pod restart); `attempt` counts from 1."""
@@ -72,5 +91,13 @@ class Exit:
 
 
 Action = (
-    SignalChild | KillTree | RequestCheckpoint | RequestStop | Respawn | Output | Decided | Exit
+    SignalChild
+    | KillTree
+    | RequestCheckpoint
+    | RequestStop
+    | AnswerRequests
+    | Respawn
+    | Output
+    | Decided
+    | Exit
 )

@@ -180,6 +180,17 @@ class CheckpointCommitted:
 
 
 @dataclass(frozen=True)
+class CheckpointNow:
+    """An operator asked for a checkpoint now (`supervise checkpoint-now`), to be committed
+    within `budget` seconds; training goes on after it. `request` names the asker, so its
+    answer reaches it."""
+
+    request: str
+    budget: float
+    at: float
+
+
+@dataclass(frozen=True)
 class Found:
     """A watchdog or matcher reported evidence."""
 
@@ -195,6 +206,7 @@ Event = (
     | Tick
     | Attached
     | CheckpointCommitted
+    | CheckpointNow
     | Found
 )
 

@@ -171,6 +171,22 @@ class CheckpointCommitted(Output):
     generation: int
 
 
+class CheckpointRequestAnswered(Output):
+    """An operator's checkpoint request (`supervise checkpoint-now`) ended: `outcome` is
+    committed (at `step`), missed (its deadline passed) or refused (`message` says why)."""
+
+    name = "checkpoint_request_answered"
+    requests: tuple[str, ...]
+    outcome: str
+    step: int | None
+    message: str
+
+    def fields(self) -> dict[str, object]:
+        out = super().fields()
+        out["requests"] = list(self.requests)
+        return out
+
+
 class Stopping(Output):
     """The child was sent `signal` to stop (SIGTERM, or the stop signal supervise received);
     the tree is SIGKILLed in `kill_in_s`."""

@@ -18,6 +18,15 @@ Phases:
     BACKOFF --Tick past the backoff--> STARTING               (Respawn)
     STARTING --SpawnFailed--> DONE                             (CONFIG_ERROR)
 
+An operator's checkpoint (`CheckpointNow`, from `supervise checkpoint-now`) is not a stop:
+RUNNING stays RUNNING. The request goes out on the channel with reason `requested`, the
+asker waits in `asked`, and `deadline` (unused in RUNNING otherwise) bounds the wait. The
+first commit that acknowledges the request (any save the trainer commits after seeing it)
+answers every asker at once (`AnswerRequests`); a Tick past the deadline answers "missed".
+A request made while one is pending joins it. In any other phase the run is starting,
+restarting or on its way out, and the request is refused at once, as it is when the
+trainer has not attached. A request still waiting when the command exits is refused then.
+
 Budgets. After an outside SIGTERM the whole `grace_period` must fit the pod's
 terminationGracePeriodSeconds: an attached trainer gets `grace_period - shutdown_timeout`
 to commit a checkpoint, then `shutdown_timeout` to exit, then the tree is SIGKILLed.
@@ -44,9 +53,11 @@ from dataclasses import dataclass, field, replace
 from supervisor.core import outputs as out
 from supervisor.core.actions import (
     Action,
+    AnswerRequests,
     Decided,
     Exit,
     KillTree,
+    Outcome,
     RequestCheckpoint,
     RequestStop,
     Respawn,
@@ -60,6 +71,7 @@ from supervisor.core.events import (
     STOP_SIGNALS,
     Attached,
     CheckpointCommitted,
+    CheckpointNow,
     ChildExited,
     ChildStarted,
     ChildStatus,
@@ -117,6 +129,8 @@ class State:
     committed_step: int | None = None  # the last checkpoint the trainer reported
     restarts: int = 0
     previous: tuple[str, ...] = field(default=())  # classes of earlier attempts
+    asked: tuple[str, ...] = ()  # operators' checkpoint requests waiting for a commit
+    asked_generation: int = 0  # the channel request that serves them
 
 
 Result = tuple[State, tuple[Action, ...]]
@@ -178,6 +192,34 @@ def _checkpoint_outcome(state: State, taken: bool) -> Finding:
     )
 
 
+def _answer(state: State, outcome: Outcome, message: str) -> Result:
+    """Answer every operator request waiting (none: nothing); in RUNNING their deadline
+    goes with them."""
+    if not state.asked:
+        return state, ()
+    step = state.committed_step if outcome is Outcome.COMMITTED else None
+    said = out.CheckpointRequestAnswered(
+        requests=state.asked, outcome=outcome.value, step=step, message=message
+    )
+    answered = replace(state, asked=())
+    if state.phase is Phase.RUNNING:
+        answered = replace(answered, deadline=None)
+    return answered, (said, AnswerRequests(state.asked, outcome, message, step))
+
+
+# Why an operator's checkpoint cannot be taken in a phase other than RUNNING.
+_NOT_NOW = {
+    Phase.STARTING: "the training command is starting; ask again once it runs",
+    Phase.CHECKPOINTING: "the run is stopping: a checkpoint on the way out is being taken, "
+    "and the run ends after it",
+    Phase.LEAVING: "the run is stopping: its checkpoint is committed and the trainer was "
+    "asked to exit",
+    Phase.STOPPING: "the run is stopping",
+    Phase.KILLED: "the run is stopping",
+    Phase.BACKOFF: "the training command is restarting in place; ask again once it runs",
+}
+
+
 # ------------------------------------------------------------------------- handlers
 
 
@@ -198,11 +240,47 @@ def _attached(config: Config, state: State, event: Attached) -> Result:
     return replace(state, attached=True), (out.TrainerAttached(ranks=event.ranks),)
 
 
+def _checkpoint_now(config: Config, state: State, event: CheckpointNow) -> Result:
+    refusal = _NOT_NOW.get(state.phase)
+    if refusal is None and not state.attached:
+        refusal = (
+            "the trainer has not attached to supervise (supervisor.attach()), so it cannot "
+            "be asked to checkpoint"
+        )
+    if refusal is not None:
+        said = out.CheckpointRequestAnswered((event.request,), Outcome.REFUSED.value, None, refusal)
+        return state, (said, AnswerRequests((event.request,), Outcome.REFUSED, refusal))
+    deadline = event.at + max(0.0, event.budget)
+    if state.asked:  # one commit answers every request made before it: join the pending one
+        joined = max(deadline, state.deadline or deadline)
+        return replace(state, asked=(*state.asked, event.request), deadline=joined), ()
+    generation = state.generation + 1
+    asking = replace(
+        state,
+        deadline=deadline,
+        generation=generation,
+        asked=(event.request,),
+        asked_generation=generation,
+    )
+    said = out.CheckpointRequested(
+        reason="requested",
+        why="an operator asked for it (supervise checkpoint-now); training goes on after it",
+        generation=generation,
+        deadline_in_s=round(event.budget, 3),
+    )
+    return asking, (said, RequestCheckpoint("requested", deadline, generation))
+
+
 def _committed(config: Config, state: State, event: CheckpointCommitted) -> Result:
     state = replace(state, committed_step=event.step)
     actions: tuple[Action, ...] = (
         out.CheckpointCommitted(step=event.step, generation=event.generation),
     )
+    if state.asked and event.generation >= state.asked_generation:
+        state, answered = _answer(
+            state, Outcome.COMMITTED, f"checkpoint step {event.step} was committed"
+        )
+        actions += answered
     if state.phase is Phase.CHECKPOINTING and event.generation >= state.generation:
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, True)))
         state, leave = _leave(config, state, event.at, "checkpoint committed")
@@ -315,6 +393,13 @@ def _found(config: Config, state: State, event: Found) -> Result:
 def _tick(config: Config, state: State, event: Tick) -> Result:
     if state.deadline is None or event.at < state.deadline:
         return state, ()
+    if state.phase is Phase.RUNNING:  # only an operator's request has a deadline here
+        return _answer(
+            state,
+            Outcome.MISSED,
+            "no checkpoint was committed within the deadline: the trainer did not act on "
+            "sup.should_checkpoint(step), or its save took longer",
+        )
     if state.phase is Phase.CHECKPOINTING:
         state = replace(state, findings=(*state.findings, _checkpoint_outcome(state, False)))
         return _stop(state, event.at, config.shutdown_timeout, "checkpoint deadline passed")
@@ -337,6 +422,11 @@ def _exited(config: Config, state: State, event: ChildExited) -> Result:
         "child", "exit", f"The training command {status.describe()}.", detail=status.as_dict()
     )
     state = replace(state, findings=(*state.findings, child))
+    state, answered = _answer(
+        state,
+        Outcome.REFUSED,
+        f"the training command {status.describe()} before a checkpoint was committed",
+    )
     code, reason = classify(status, state.findings)
     if code in config.restart_on and state.restarts < config.max_restarts:
         delay = config.backoff(state.restarts)
@@ -354,8 +444,9 @@ def _exited(config: Config, state: State, event: ChildExited) -> Result:
             restart_in_s=delay,
             restarts_left=config.max_restarts - state.restarts,
         )
-        return backoff, (KillTree(), said)
-    return _finish(state, (code, reason))
+        return backoff, (*answered, KillTree(), said)
+    done, actions = _finish(state, (code, reason))
+    return done, (*answered, *actions)
 
 
 def _decided(state: State) -> Decided:
@@ -398,8 +489,17 @@ TRANSITIONS: dict[tuple[Phase, type], Handler] = {
     **{(phase, CheckpointCommitted): _committed for phase in (*_LIVE, Phase.BACKOFF)},
     **{(phase, ChildExited): _exited for phase in _LIVE},
     **{
+        (phase, CheckpointNow): _checkpoint_now for phase in (Phase.STARTING, *_LIVE, Phase.BACKOFF)
+    },
+    **{
         (phase, Tick): _tick
-        for phase in (Phase.CHECKPOINTING, Phase.LEAVING, Phase.STOPPING, Phase.BACKOFF)
+        for phase in (
+            Phase.RUNNING,
+            Phase.CHECKPOINTING,
+            Phase.LEAVING,
+            Phase.STOPPING,
+            Phase.BACKOFF,
+        )
     },
 }
 """(phase, event type) → handler. Pairs not listed leave the state unchanged, no actions."""

@@ -26,6 +26,7 @@ from supervisor.core import outputs as out
 from supervisor.core import policy
 from supervisor.core.actions import (
     Action,
+    AnswerRequests,
     Decided,
     Exit,
     KillTree,
@@ -80,6 +81,9 @@ class Edges(Protocol):
 
     def request_stop(self) -> None:
         """Ask the training ranks to exit by themselves (their checkpoint is committed)."""
+
+    def answer_requests(self, answer: AnswerRequests) -> None:
+        """Tell the operators who asked for a checkpoint (`CheckpointNow`) how it ended."""
 
     def exit_findings(self) -> Sequence[Finding]:
         """Evidence only readable once the child is gone, weighed before its exit."""
@@ -299,6 +303,8 @@ class Supervisor:
                 self.edges.request_checkpoint(action)
             case RequestStop():
                 self.edges.request_stop()
+            case AnswerRequests():
+                self.edges.answer_requests(action)
             case Decided(code=code, reason=reason, evidence=evidence):
                 self.edges.decided(Exit(code, reason, evidence))
             case Respawn(attempt=attempt):

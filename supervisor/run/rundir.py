@@ -9,7 +9,9 @@ Guarantees:
 * `make_run_dir` creates `<base>/supervise-run-XXXXXXXX`, mode 0700, with a `lock` file that
   this process holds an exclusive `flock` on until `release` (or until it dies: the kernel
   drops the lock with the process, whatever killed it). The lock's descriptor is
-  close-on-exec, so the training command never holds it.
+  close-on-exec, so the training command never holds it. The lock file holds the pid of
+  the supervise that made it, so a tool run beside it (`supervise checkpoint-now`) can
+  tell live runs apart: `live` lists them, `lock_pid` names their supervise.
 * Before creating one, `make_run_dir` prunes: of the directories in `<base>` named with our
   prefix, owned by this user, holding a `lock` file that nobody holds (their supervise has
   ended), all but the newest `KEEP` (by modification time) are removed. A live run's
@@ -54,6 +56,7 @@ def make_run_dir(base: str | None = None) -> str:
     path = tempfile.mkdtemp(prefix=PREFIX, dir=base)
     fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{os.getpid()}\n".encode())
     _locks[path] = fd
     return path
 
@@ -99,6 +102,37 @@ def prune(base: str, keep: int = KEEP) -> list[str]:
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
+
+
+def bases() -> list[str]:
+    """Where this machine's run directories are made: `/dev/shm` where writable, and the
+    system's temporary directory (where a supervise that could not write `/dev/shm` went)."""
+    found = [base for base in (default_base(), tempfile.gettempdir()) if base]
+    return list(dict.fromkeys(found))
+
+
+def live(base: str) -> list[str]:
+    """The run directories in `base` whose supervise is running (their lock is held)."""
+    found = []
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            if entry.name.startswith(PREFIX) and is_live(entry.path):
+                found.append(entry.path)
+    return sorted(found)
+
+
+def is_live(path: str) -> bool:
+    """Whether `path` is a run directory whose supervise is running."""
+    return os.path.isfile(os.path.join(path, LOCK)) and not _ended(path)
+
+
+def lock_pid(path: str) -> int | None:
+    """The pid of the supervise that made `path`, or None when the lock does not say."""
+    try:
+        with open(os.path.join(path, LOCK), encoding="ascii") as f:
+            return int(f.read(32).strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _ended(path: str) -> bool:

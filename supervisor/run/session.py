@@ -8,6 +8,10 @@ for each attempt, each attempt's environment, checkpoint requests, the evidence 
 only readable once the child is gone, the gang's say in the verdict (`decided`, `settle`,
 through this pod's `Member` of the run ledger, when there is one), and `close`.
 
+Operators' checkpoint requests (`supervise checkpoint-now`) arrive through the run
+directory's `requests/` folder (`supervisor.run.requests`), watched for the whole run; the
+session writes their answers there.
+
 `close` persists what should outlive the run (the hang calibration) and removes the run
 directory unless it holds evidence (stack dumps, Flight Recorder files): then it is kept,
 said in a `run_dir_kept` event, and bounded with the others (`supervisor.run.rundir`).
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 from supervisor.channel import Channel
 from supervisor.child_contract import ENV_RESTART_COUNT, ENV_RESUME_STEP
 from supervisor.core import outputs as out
-from supervisor.core.actions import Exit, RequestCheckpoint
+from supervisor.core.actions import AnswerRequests, Exit, RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
 from supervisor.core.errors import SuperviseError
 from supervisor.core.events import Finding, Source, Urgency, Watchdog
@@ -38,7 +42,7 @@ from supervisor.hang.watchdog import HangWatcher, LogSilenceWatcher
 from supervisor.outputs import Outputs
 from supervisor.process.logpump import Activity, Matcher
 from supervisor.process.torchrun_errorfile import read_error_file
-from supervisor.run import rundir
+from supervisor.run import requests, rundir
 from supervisor.run.plan import Plan
 from supervisor.watch.handshake import (
     HandshakeWatcher,
@@ -84,7 +88,10 @@ class Session:
         self.live = live  # fed by every attempt's sampler, for the metrics endpoint
         self.channel = channel
         self.activity = activity
-        self.watchdogs: tuple[Watchdog, ...] = (gpu_watchdog,) if gpu_watchdog else ()
+        self.watchdogs: tuple[Watchdog, ...] = (
+            *((gpu_watchdog,) if gpu_watchdog else ()),
+            requests.RequestWatcher(plan.run_dir),
+        )
         self.member = member
         self._resume = resume
         self._notes = list(notes)
@@ -123,6 +130,7 @@ class Session:
         the checkpoint storage cannot be read to find the step to resume from.
         """
         os.mkdir(plan.stacks_dir, 0o700)
+        requests.make_folder(plan.run_dir)
         channel = Channel.create(plan.channel_path)
         try:
             return cls(
@@ -202,6 +210,10 @@ class Session:
 
     def request_stop(self) -> None:
         publish_stop(self.channel)
+
+    def answer_requests(self, answer: AnswerRequests) -> None:
+        """Tell the operators who asked for a checkpoint how it ended."""
+        requests.answer(self.plan.run_dir, answer)
 
     def exit_findings(self) -> list[Finding]:
         """What explains the exit: ranks that said they died of a checkpoint storage
