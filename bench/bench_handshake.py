@@ -10,7 +10,7 @@ rounds with its spread (min-max; see `rounds.py`).
    SIGTERM; from the event log, the time from the signal to the commit is compared with a
    plain synchronous `CheckpointStore.save` of the same state in the same trainer.
 
-    python bench/bench_handshake.py [--rounds 5] [--steps 2000] [--params-mib 64]
+    python bench/bench_handshake.py [--rounds 5] [--steps 1000] [--params-mib 64]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def sigterm_to_commit(params_mib: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--params-mib", type=float, default=64)
     args = parser.parse_args()
 
@@ -159,7 +159,7 @@ def main() -> None:
     for label, side in (("every step", each), ("every 10 steps", tenth)):
         extra = [d * 1e6 for d in differences(side, bare)]
         print(
-            f"  should_checkpoint {label}: +{spread(extra, '.0f', ' us')}, "
+            f"  should_checkpoint {label}: {spread(extra, '+.0f', ' us')}, "
             f"{spread(ratios(side, bare), '.3f', 'x')}"
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,10 +47,14 @@ THROUGH_TYPER = [  # before the fast parser, `main` had no `fast` and always use
 F_SETPIPE_SZ = 1031
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and everything it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def writer(mib: int, lines: bool) -> list[str]:
@@ -112,7 +117,7 @@ def stream(argv: list[str], mib: int, watch_rss: bool) -> tuple[float, int]:
 
 
 def startup(rounds: int, starts: int) -> None:
-    added, typer_added, true_ms, sup_ms = [], [], [], []
+    added, typer_added, true_ms, sup_ms, sup_cpu, typer_cpu = [], [], [], [], [], []
     for _ in range(max(rounds, 5)):
         runs = interleaved(
             starts,
@@ -122,11 +127,13 @@ def startup(rounds: int, starts: int) -> None:
                 "typer": lambda: timed([*THROUGH_TYPER, *QUIET, "true"]),
             },
         )
-        bare = statistics.median(runs["true"])
-        true_ms.append(bare * 1000)
-        sup_ms.append(statistics.median(runs["supervise"]) * 1000)
-        added.append(statistics.median(runs["supervise"]) - bare)
-        typer_added.append(statistics.median(runs["typer"]) - bare)
+        wall = {side: statistics.median(w for w, _ in done) for side, done in runs.items()}
+        true_ms.append(wall["true"] * 1000)
+        sup_ms.append(wall["supervise"] * 1000)
+        added.append(wall["supervise"] - wall["true"])
+        typer_added.append(wall["typer"] - wall["true"])
+        sup_cpu.append(statistics.median(c for _, c in runs["supervise"]) * 1000)
+        typer_cpu.append(statistics.median(c for _, c in runs["typer"]) * 1000)
     print(
         f"startup: supervise -- true {spread(sup_ms, '.0f', ' ms')}; true "
         f"{statistics.median(true_ms):.1f} ms"
@@ -136,6 +143,11 @@ def startup(rounds: int, starts: int) -> None:
         f"{verdict(added, lambda v: v <= 0.1)}"
     )
     print(f"  the same run forced through typer: added {spread(typer_added, '.3f', ' s')}")
+    # CPU time hardly depends on what else the machine runs, where wall time does.
+    print(
+        f"  CPU time (user+sys, with its children): {spread(sup_cpu, '.0f', ' ms')}; "
+        f"through typer {spread(typer_cpu, '.0f', ' ms')}"
+    )
 
 
 def streaming(rounds: int, mib: int, lines: bool) -> None:
