@@ -68,7 +68,7 @@ from supervisor.core.actions import Exit
 from supervisor.core.events import Found
 from supervisor.core.exitcodes import ExitCode
 from supervisor.gang import records
-from supervisor.gang.options import DEFAULT_POLL_INTERVAL, GangOptions, Identity
+from supervisor.gang.options import DEFAULT_POLL_INTERVAL, LEDGER_PREFIX, GangOptions, Identity
 from supervisor.run.gang import Member, VerdictFacts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,7 +372,7 @@ def cost_part(args: argparse.Namespace) -> None:
             aws_access_key_id="seed",
             aws_secret_access_key="testing",
         ).create_bucket(Bucket=bucket)
-        url = f"s3://{bucket}/run/{records.LEDGER_PREFIX}"
+        url = f"s3://{bucket}/run/{LEDGER_PREFIX}"
         objects = seed(FsLedger(url, server_options(endpoint, "seed")), args.earlier)
         print(
             f"\n== 2. the ledger on S3 (moto server on loopback), requests counted at the HTTP "
@@ -494,7 +494,9 @@ def main() -> None:
     parser.add_argument(
         "--fixed-at", action="store_true", help="trigger at step 30 every run, as the test does"
     )
-    parser.add_argument("--xid-runs", type=int, default=5, help="latency runs with an Xid, or 0")
+    parser.add_argument(
+        "--xid-runs", type=int, default=0, help="latency runs with an Xid (at least 5), or 0"
+    )
     parser.add_argument("--xid-at", type=float, default=12.0, help="when the Xid happens (s)")
     parser.add_argument("--earlier", type=int, default=200, help="earlier attempts in the ledger")
     parser.add_argument("--seconds", type=float, default=10.0, help="watchdog time measured")

@@ -11,7 +11,7 @@ their spread (min-max; see `rounds.py`):
 3. The same loop as a child process: `python toy` against `supervise -- python toy`
    (the child times only its loop, so startup is excluded); target: ≤ 1.01x.
 
-    python bench/bench_heartbeat.py [--rounds 10] [--calls 1000000] [--steps 2000]
+    python bench/bench_heartbeat.py [--rounds 6] [--calls 1000000] [--steps 2000]
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def bench_under_supervise(steps: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
