@@ -31,9 +31,12 @@
    and priced at S3 Standard request prices (stated in the output). A peer then writes a
    cause verdict; the poll that sees it, and each pod's begin/settle, are counted too.
 
-Usage: python bench/bench_gang.py [--runs 10] [--poll S] [--fixed-at] [--xid-runs 3]
+Every latency is printed as the median over the runs (at least 5) with its spread
+(min-max), and as a multiple of the poll interval.
+
+Usage: python bench/bench_gang.py [--runs 6] [--poll S] [--fixed-at] [--xid-runs 5]
        [--xid-at 12] [--earlier 200]
-       [--seconds 20] [--bench-poll 0.2] [--skip-latency] [--skip-cost]
+       [--seconds 10] [--bench-poll 0.2] [--skip-latency] [--skip-cost]
 Needs torch (the trainer), moto[server] and s3fs (the cost part).
 """
 
@@ -59,11 +62,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rounds import MIN_ROUNDS, spread
+
 from supervisor.core.actions import Exit
 from supervisor.core.events import Found
 from supervisor.core.exitcodes import ExitCode
 from supervisor.gang import records
-from supervisor.gang.options import DEFAULT_POLL_INTERVAL, GangOptions, Identity
+from supervisor.gang.options import DEFAULT_POLL_INTERVAL, LEDGER_PREFIX, GangOptions, Identity
 from supervisor.run.gang import Member, VerdictFacts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,14 +88,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def spread(values: list[float]) -> str:
-    if not values:
-        return "no runs"
-    med = statistics.median(values)
-    return (
-        f"median {med:.3f} s, min {min(values):.3f}, max {max(values):.3f}, "
-        f"spread (max-min) {max(values) - min(values):.3f} s, n={len(values)}"
-    )
+def seconds(values: list[float]) -> str:
+    """The median with its spread (min-max) over the runs, or "no runs"."""
+    return spread(values, ".3f", " s") if values else "no runs"
 
 
 # ------------------------------------------------------------------ 1. latency, real CLI
@@ -163,7 +163,7 @@ def one_gang_run(
 
 
 def latency(
-    label: str, runs: int, expect: tuple[int, int], make: Callable[[Path, int], dict]
+    label: str, runs: int, expect: tuple[int, int], make: Callable[[Path, int], dict], poll: float
 ) -> None:
     to_exit, to_stopping, by_gang, failed = [], [], 0, []
     first_seen: Counter[str] = Counter()
@@ -186,8 +186,11 @@ def latency(
             flush=True,
         )
     print(f"{label}:")
-    print(f"  peer's verdict -> node 0's exit (87):     {spread(to_exit)}")
-    print(f"  peer's verdict -> node 0's `stopping`:    {spread(to_stopping)}")
+    print(f"  peer's verdict -> node 0's exit (87):     {seconds(to_exit)}")
+    print(f"  peer's verdict -> node 0's `stopping`:    {seconds(to_stopping)}")
+    if to_exit:
+        in_polls = [t / poll for t in to_exit]
+        print(f"  exit latency / poll interval:            {spread(in_polls, '.2f', 'x')}")
     seen = ", ".join(f"{kind} x{n}" for kind, n in first_seen.most_common())
     print(f"  node 0's first finding: {seen or 'none'}")
     print(f"  stopped by the gang watchdog in {by_gang} of {len(to_exit)} runs", end="")
@@ -228,6 +231,7 @@ def latency_part(args: argparse.Namespace) -> None:
         args.runs,
         (87, 80),
         raise_and_block,
+        poll,
     )
     if args.xid_runs:
 
@@ -244,6 +248,7 @@ def latency_part(args: argparse.Namespace) -> None:
             args.xid_runs,
             (87, 82),
             xid,
+            poll,
         )
 
 
@@ -367,7 +372,7 @@ def cost_part(args: argparse.Namespace) -> None:
             aws_access_key_id="seed",
             aws_secret_access_key="testing",
         ).create_bucket(Bucket=bucket)
-        url = f"s3://{bucket}/run/{records.LEDGER_PREFIX}"
+        url = f"s3://{bucket}/run/{LEDGER_PREFIX}"
         objects = seed(FsLedger(url, server_options(endpoint, "seed")), args.earlier)
         print(
             f"\n== 2. the ledger on S3 (moto server on loopback), requests counted at the HTTP "
@@ -484,19 +489,23 @@ def cost_part(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="latency runs (raise + block)")
+    parser.add_argument("--runs", type=int, default=6, help="latency runs (raise + block)")
     parser.add_argument("--poll", type=float, help="--gang-poll-interval (default: supervise's)")
     parser.add_argument(
         "--fixed-at", action="store_true", help="trigger at step 30 every run, as the test does"
     )
-    parser.add_argument("--xid-runs", type=int, default=3, help="latency runs with an Xid")
+    parser.add_argument(
+        "--xid-runs", type=int, default=0, help="latency runs with an Xid (at least 5), or 0"
+    )
     parser.add_argument("--xid-at", type=float, default=12.0, help="when the Xid happens (s)")
     parser.add_argument("--earlier", type=int, default=200, help="earlier attempts in the ledger")
-    parser.add_argument("--seconds", type=float, default=20.0, help="watchdog time measured")
+    parser.add_argument("--seconds", type=float, default=10.0, help="watchdog time measured")
     parser.add_argument("--bench-poll", type=float, default=0.2, help="the watchdog's poll (s)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
+    args.runs = max(args.runs, MIN_ROUNDS)
+    args.xid_runs = max(args.xid_runs, MIN_ROUNDS) if args.xid_runs else 0
     if not args.skip_latency:
         latency_part(args)
     if not args.skip_cost:

@@ -1,5 +1,8 @@
 """What the checkpoint handshake costs, measured side by side in one run.
 
+Each figure comes from at least 5 rounds (`--rounds`) and is printed as the median over the
+rounds with its spread (min-max; see `rounds.py`).
+
 1. The agreement collective: 2 gloo ranks (real torchrun) run the same toy training step
    with and without `sup.should_checkpoint(step)` (one MAX all-reduce of one int), every
    step and every 10 steps. Reported: extra microseconds per step and the step-time ratio.
@@ -7,7 +10,7 @@
    SIGTERM; from the event log, the time from the signal to the commit is compared with a
    plain synchronous `CheckpointStore.save` of the same state in the same trainer.
 
-    python bench/bench_handshake.py [--steps 2000] [--params-mib 64]
+    python bench/bench_handshake.py [--rounds 5] [--steps 1000] [--params-mib 64]
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rounds import MIN_ROUNDS, differences, ratios, spread
 
 SUPERVISE = str(Path(sys.executable).with_name("supervise"))
 
@@ -48,11 +53,12 @@ def run(every):
     return (time.perf_counter() - start) / steps
 
 results = {}
-for _ in range(3):  # interleaved rounds; keep the best of each
-    for every in (0, 1, 10):
+for r in range(int(sys.argv[2])):  # interleaved rounds, the order rotating
+    order = (0, 1, 10)[r % 3:] + (0, 1, 10)[:r % 3]
+    for every in order:
         results.setdefault(every, []).append(run(every))
 if dist.get_rank() == 0:
-    print(json.dumps({str(k): min(v) for k, v in results.items()}))
+    print(json.dumps({str(k): v for k, v in results.items()}))
 dist.destroy_process_group()
 """.replace("import os, sys", "import json, os, sys")
 
@@ -80,7 +86,7 @@ store.close()
 """
 
 
-def agreement(steps: int) -> dict[str, float]:
+def agreement(steps: int, rounds: int) -> dict[str, list[float]]:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(AGREE)
     out = subprocess.run(
@@ -94,6 +100,7 @@ def agreement(steps: int) -> dict[str, float]:
             "29561",
             f.name,
             str(steps),
+            str(rounds),
         ],
         capture_output=True,
         text=True,
@@ -139,24 +146,36 @@ def sigterm_to_commit(params_mib: float) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--params-mib", type=float, default=64)
     args = parser.parse_args()
 
-    per_step = agreement(args.steps)
+    rounds = max(args.rounds, MIN_ROUNDS)
+    per_step = agreement(args.steps, rounds)
     bare, each, tenth = per_step["0"], per_step["1"], per_step["10"]
-    print(
-        f"agreement on 2 gloo ranks: step {bare * 1e6:.0f} us bare; "
-        f"should_checkpoint every step +{(each - bare) * 1e6:.0f} us ({each / bare:.3f}x), "
-        f"every 10 steps +{(tenth - bare) * 1e6:.0f} us ({tenth / bare:.3f}x)"
-    )
+    us = [s * 1e6 for s in bare]
+    print(f"agreement on 2 gloo ranks: step {spread(us, '.0f', ' us')} bare")
+    for label, side in (("every step", each), ("every 10 steps", tenth)):
+        extra = [d * 1e6 for d in differences(side, bare)]
+        print(
+            f"  should_checkpoint {label}: {spread(extra, '+.0f', ' us')}, "
+            f"{spread(ratios(side, bare), '.3f', 'x')}"
+        )
 
-    handshake, sync = sigterm_to_commit(args.params_mib)
+    handshakes, syncs = [], []
+    for _ in range(rounds):
+        handshake, sync = sigterm_to_commit(args.params_mib)
+        handshakes.append(handshake)
+        syncs.append(sync)
     print(
-        f"SIGTERM to committed checkpoint of {args.params_mib:g} MiB: {handshake:.3f} s; "
-        f"a plain sync save of the same state: {sync:.3f} s "
-        f"({handshake / sync:.2f}x; the difference is the wait for the next step boundary "
-        f"and the 0.1 s handshake poll)"
+        f"SIGTERM to committed checkpoint of {args.params_mib:g} MiB: "
+        f"{spread(handshakes, '.3f', ' s')}; a plain sync save of the same state in the same "
+        f"trainer: {spread(syncs, '.3f', ' s')}"
+    )
+    print(
+        f"  ratio {spread(ratios(handshakes, syncs), '.2f', 'x')} (the difference is the wait "
+        "for the next step boundary and the 0.1 s handshake poll)"
     )
 
 

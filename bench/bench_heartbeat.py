@@ -1,7 +1,8 @@
 """What a heartbeat costs: `sup.step()` in ns/op, and a toy training loop with and without it.
 
 Every figure is measured side by side in this run, interleaved so that machine noise hits
-both sides alike, and reported as a ratio (medians of rounds):
+both sides alike, and reported as a ratio: per round, then the median over the rounds with
+their spread (min-max; see `rounds.py`):
 
 1. `sup.step(i)` on a live channel, against the no-op handle and an empty loop;
    target: ≤ 1 µs per call.
@@ -10,7 +11,7 @@ both sides alike, and reported as a ratio (medians of rounds):
 3. The same loop as a child process: `python toy` against `supervise -- python toy`
    (the child times only its loop, so startup is excluded); target: ≤ 1.01x.
 
-    python bench/bench_heartbeat.py [--rounds 10] [--calls 1000000] [--steps 2000]
+    python bench/bench_heartbeat.py [--rounds 6] [--calls 1000000] [--steps 2000]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rounds import MIN_ROUNDS, ratios, spread, verdict
 
 REPO = str(Path(__file__).resolve().parents[1])
 SUPERVISE = str(Path(sys.executable).with_name("supervise"))
@@ -82,12 +85,12 @@ def bench_step_call(calls: int, rounds: int, live, noop) -> float:
         live_ns.append(ns_per_call(live.step, calls))
         noop_ns.append(ns_per_call(noop.step, calls))
         empty_ns.append(ns_per_call(empty, calls))
-    live_m, noop_m, empty_m = map(statistics.median, (live_ns, noop_ns, empty_ns))
-    print(f"sup.step() live channel : {live_m:7.1f} ns/op (median of {rounds} x {calls} calls)")
-    print(f"sup.step() no-op handle : {noop_m:7.1f} ns/op")
-    print(f"empty Python call       : {empty_m:7.1f} ns/op")
+    live_m, empty_m = statistics.median(live_ns), statistics.median(empty_ns)
+    print(f"sup.step() live channel : {spread(live_ns, '7.1f', ' ns/op')} ({calls} calls a round)")
+    print(f"sup.step() no-op handle : {spread(noop_ns, '7.1f', ' ns/op')}")
+    print(f"empty Python call       : {spread(empty_ns, '7.1f', ' ns/op')}")
     print(
-        f"  -> live/empty = {live_m / empty_m:.2f}x; heartbeat itself ≈ "
+        f"  -> live/empty = {spread(ratios(live_ns, empty_ns), '.2f', 'x')}; heartbeat itself ≈ "
         f"{live_m - empty_m:.0f} ns; target ≤ 1000 ns: {'met' if live_m <= 1000 else 'MISSED'}"
     )
     return live_m
@@ -105,13 +108,16 @@ def bench_in_process(steps: int, rounds: int, live, noop, step_ns: float) -> Non
         else:
             bare.append(toy_loop(noop, steps))
             with_hb.append(toy_loop(live, steps))
-    ratio = statistics.median(with_hb) / statistics.median(bare)
+    ratio = ratios(with_hb, bare)
     per_step = statistics.median(bare) / steps * 1e6
     print(
         f"toy loop in process     : bare {statistics.median(bare):.3f} s, with heartbeats "
         f"{statistics.median(with_hb):.3f} s ({steps} steps of ≈{per_step:.0f} µs)"
     )
-    print(f"  -> ratio {ratio:.4f}x; target ≤ 1.01x: {'met' if ratio <= 1.01 else 'MISSED'}")
+    print(
+        f"  -> ratio {spread(ratio, '.4f', 'x')}; target ≤ 1.01x: "
+        f"{verdict(ratio, lambda r: r <= 1.01)}"
+    )
     # The ratio above carries the machine's noise; this is the cost it is trying to see.
     share = step_ns / (per_step * 1000)
     print(f"  -> sup.step() ns/op ÷ step time = {share:.4%} of a step ({1 + share:.5f}x)")
@@ -136,17 +142,20 @@ def bench_under_supervise(steps: int, rounds: int) -> None:
         a, b = run_child(first, env), run_child(second, env)
         (sup if i % 2 else bare).append(a)
         (bare if i % 2 else sup).append(b)
-    ratio = statistics.median(sup) / statistics.median(bare)
+    ratio = ratios(sup, bare)
     print(
         f"toy loop as a child     : bare {statistics.median(bare):.3f} s, under supervise "
         f"{statistics.median(sup):.3f} s (loop time only)"
     )
-    print(f"  -> ratio {ratio:.4f}x; target ≤ 1.01x: {'met' if ratio <= 1.01 else 'MISSED'}")
+    print(
+        f"  -> ratio {spread(ratio, '.4f', 'x')}; target ≤ 1.01x: "
+        f"{verdict(ratio, lambda r: r <= 1.01)}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -154,6 +163,7 @@ def main() -> None:
     if args.child:
         child_main(args.steps)
         return
+    args.rounds = max(args.rounds, MIN_ROUNDS)
     with tempfile.TemporaryDirectory() as tmp:
         live, noop = attached_handle(tmp)
         step_ns = bench_step_call(args.calls, args.rounds, live, noop)

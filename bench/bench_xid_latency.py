@@ -1,6 +1,7 @@
 """How long after a fatal Xid does `supervise` exit? Measured through the real CLI.
 
-Two runs side by side, alternated, `--runs` times each:
+Two runs side by side, in rounds (`rounds.py`: at least 5, the order rotating), `--runs`
+rounds of one each; every figure is a median over the rounds with its spread (min-max):
 * fault: `supervise --fake-gpus <Xid 79 at T s> -- python -c "sleep 30"`: supervise must stop
   the child and exit DEVICE_FAILED (82);
 * baseline: `supervise --fake-gpus <healthy> -- sleep T`: the child ends on its own T s
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rounds import MIN_ROUNDS, differences, ratios, spread
 
 SUPERVISE = str(Path(sys.executable).with_name("supervise"))
 
@@ -76,7 +78,9 @@ def main() -> None:
         healthy = workdir / "healthy.json"
         healthy.write_text(json.dumps({"gpus": 1}))
         fault_s, base_s, to_exit, lower, upper = [], [], [], [], []
-        for _ in range(args.runs):
+        runs = max(args.runs, MIN_ROUNDS)
+
+        def fault_run() -> None:
             elapsed, code, marks = run(
                 fault, [sys.executable, "-c", "import time; time.sleep(30)"], workdir
             )
@@ -86,20 +90,32 @@ def main() -> None:
             to_exit.append(marks["exit"] - marks["finding"])
             lower.append(marks["exit"] - (marks["child_started"] + args.at))
             upper.append(marks["exit"] - (marks["spawned"] + args.at))
+
+        def baseline_run() -> None:
             elapsed, code, _ = run(healthy, ["sleep", str(args.at)], workdir)
             if code != 0:
                 sys.exit(f"the baseline run exited {code}, not 0")
             base_s.append(elapsed)
-    med = statistics.median
-    print(f"runs: {args.runs} each, Xid 79 injected at {args.at:g} s")
-    print(f"fault run (Xid 79 -> exit 82):   median {med(fault_s):.3f} s")
-    print(f"baseline (child exits at {args.at:g} s): median {med(base_s):.3f} s")
+
+        for i in range(runs):
+            for side in (fault_run, baseline_run) if i % 2 == 0 else (baseline_run, fault_run):
+                side()
+    print(f"rounds: {runs}, Xid 79 injected at {args.at:g} s")
+    print(f"fault run (Xid 79 -> exit 82):   {spread(fault_s, '.3f', ' s')}")
+    print(f"baseline (child exits at {args.at:g} s): {spread(base_s, '.3f', ' s')}")
     print(
-        f"fault - baseline: {med(fault_s) - med(base_s):+.3f} s, ratio fault/baseline "
-        f"{med(fault_s) / med(base_s):.3f} (a fault ends a run as fast as a normal exit)"
+        f"fault - baseline: {spread(differences(fault_s, base_s), '+.3f', ' s')}; ratio "
+        f"fault/baseline {spread(ratios(fault_s, base_s), '.3f', 'x')} (a fault ends a run as "
+        "fast as a normal exit)"
     )
-    print(f"Xid-to-exit latency bounds from the event log: {med(lower):.3f} .. {med(upper):.3f} s")
-    print(f"finding-to-exit (stop the child, drain, write the message): {med(to_exit):.3f} s")
+    print(
+        f"Xid-to-exit latency bounds from the event log: lower {spread(lower, '.3f', ' s')}, "
+        f"upper {spread(upper, '.3f', ' s')}"
+    )
+    print(
+        f"finding-to-exit (stop the child, drain, write the message): "
+        f"{spread(to_exit, '.3f', ' s')}"
+    )
     print(f"worst upper bound over all runs: {max(upper):.3f} s (acceptance: under 1 s)")
 
 

@@ -14,40 +14,48 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import NoReturn
-
-import typer
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor.core.errors import SuperviseError
 from supervisor.core.exitcodes import ExitCode, contract_table
 from supervisor.core.options import DEFAULT_TERMINATION_LOG
 
-# typer vendors click; its exception base is reachable through the public BadParameter.
-_ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+if TYPE_CHECKING:
+    import typer
 
-app = typer.Typer(
-    add_completion=False,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    help="A training supervisor for Kubernetes: `supervise [OPTIONS] -- CMD...`",
-)
+    app: typer.Typer
 
 
-@app.command("exit-codes")
-def exit_codes_command(
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-) -> None:
-    """Print the exit-code contract and the podFailurePolicy action for each code."""
-    rows = contract_table()
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    print(f"{'CODE':<5} {'NAME':<16} {'ACTION':<8} MEANING")
-    for row in rows:
-        print(f"{row['code']:<5} {row['name']:<16} {row['action']:<8} {row['meaning']}")
+def _build() -> typer.Typer:
+    """The typer app with every command: built on first use (`supervisor.cli.app`), since a
+    run that the fast parser understands needs neither typer nor click."""
+    import typer
+
+    built = typer.Typer(
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        help="A training supervisor for Kubernetes: `supervise [OPTIONS] -- CMD...`",
+    )
+
+    @built.command("exit-codes")
+    def exit_codes_command(
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    ) -> None:
+        """Print the exit-code contract and the podFailurePolicy action for each code."""
+        rows = contract_table()
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        print(f"{'CODE':<5} {'NAME':<16} {'ACTION':<8} MEANING")
+        for row in rows:
+            print(f"{row['code']:<5} {row['name']:<16} {row['action']:<8} {row['meaning']}")
+
+    _register_subsystems(built)
+    return built
 
 
-def _register_subsystems() -> None:
+def _register_subsystems(app: typer.Typer) -> None:
     """Commands owned by the subsystems; each module adds its own and imports lazily."""
     import importlib
 
@@ -61,10 +69,17 @@ def _register_subsystems() -> None:
         module.register(app)
 
 
-_register_subsystems()
+def __getattr__(name: str) -> Any:
+    """`supervisor.cli.app`, built once, on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = globals()["app"] = _build()
+    return built
 
 
 def _commands() -> set[str]:
+    from supervisor.cli import app
+
     names = set()
     for info in app.registered_commands:
         names.add(info.name or info.callback.__name__)  # type: ignore[union-attr]
@@ -136,9 +151,20 @@ def _click_message(err: Exception) -> str:
     return err.format_message()  # type: ignore[attr-defined]
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Console-script entry point: `supervise ...`."""
+def main(argv: list[str] | None = None, *, fast: bool = True) -> NoReturn:
+    """Console-script entry point: `supervise ...`.
+
+    A plain run (`supervise [RUN OPTIONS] -- CMD...`) that `supervisor.cli.fast` understands
+    completely starts without typer; everything else, `--help` and every error included,
+    goes through typer, which says it exactly as it always has. `fast=False` forces typer
+    (the tests compare the two)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if fast:
+        from supervisor.cli import fast as parser
+
+        given = parser.parse(args, os.environ)
+        if given is not None:
+            _run(given, ["run", *args])
     if args[:1] in (["-V"], ["--version"]):
         _print_version()
     if args and args[0] not in _commands() | {"--help", "-h"}:
@@ -162,15 +188,52 @@ def main(argv: list[str] | None = None) -> NoReturn:
         from supervisor.run.signals import install
 
         install()
+    import typer
+
+    from supervisor.cli import app
+
+    # typer vendors click; its exception base is reachable through the public BadParameter.
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
         # Without standalone mode, click returns the code of a `typer.Exit` instead of raising.
         returned = app(args=args, prog_name="supervise", standalone_mode=False)
     except SuperviseError as err:  # ConfigError (81), StorageError (86), ...
         _early_exit(err.exit_code, str(err), args, supervising)
-    except _ClickError as err:
+    except click_error as err:
         _early_exit(ExitCode.CONFIG_ERROR, _click_message(err), args, supervising)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
         sys.exit(ExitCode.PREEMPTED.code)
     sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _run(given: dict[str, Any], args: list[str]) -> NoReturn:
+    """The run the fast parser read, ended as the typer path ends it: the same exit codes
+    for a verdict, a `SuperviseError`, an interrupt and a closed stdout."""
+    from supervisor.run.signals import install
+
+    install()  # as in the typer path: before anything can block
+
+    from supervisor.cli import run
+
+    try:
+        code = run.start(given)
+    except SuperviseError as err:
+        _early_exit(err.exit_code, str(err), args, supervising=True)
+    except EOFError:  # click's `main` turns these into an Abort, and an exit of 130
+        print(file=sys.stderr)
+        sys.exit(ExitCode.PREEMPTED.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as err:
+        import errno
+
+        if err.errno != errno.EPIPE:
+            raise
+        from click.utils import PacifyFlushWrapper
+
+        sys.stdout = PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
+        sys.stderr = PacifyFlushWrapper(sys.stderr)  # type: ignore[assignment]
+        sys.exit(1)
+    sys.exit(code.code)

@@ -7,9 +7,10 @@ derived from the name (`--grace-period` -> `SUPERVISE_GRACE_PERIOD`), so it cann
 Commands share flags by listing the same declarations, such as `GPU` here, which the run
 command and `supervise doctor` both take.
 
-Cost at start: one `typer.Option` per flag, as hand-written parameters had. The types are
-objects rather than annotation strings, so typer has none to evaluate when it builds the
-commands, and nothing is imported that typer has not imported already.
+Cost at start: nothing imports typer until a command is built (`parameter()`), so a run
+started through the hand-written parser (`supervisor.cli.fast`) never loads it. Building a
+command then costs one `typer.Option` per flag, as hand-written parameters had. The types
+are objects rather than annotation strings, so typer has none to evaluate.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
-
-import typer
 
 from supervisor.core.errors import ConfigError
 
@@ -152,6 +151,8 @@ class Flag(NamedTuple):
         raise ConfigError(f"{where} must be {self.range.bounds}, got {shown}")
 
     def parameter(self) -> inspect.Parameter:
+        import typer
+
         declared = f"{self.option}/--{self.off}" if self.off else self.option
         info = typer.Option(
             self.default,
@@ -176,6 +177,8 @@ class Arg(NamedTuple):
     metavar: str | None = None
 
     def parameter(self) -> inspect.Parameter:
+        import typer
+
         info = typer.Argument(
             self.default, metavar=self.metavar, help=self.help, show_default=False
         )

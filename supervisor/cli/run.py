@@ -8,12 +8,9 @@ objects (validated by raising `ConfigError`); `supervise()` is the run, step by 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any
-
-import click
-import typer
-from typer.core import TyperCommand
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__
 from supervisor.cli.flags import DAY, GPU, PORT, SECONDS, TIMEOUT, Arg, Flag, Range, command
@@ -34,6 +31,9 @@ from supervisor.gpu.watchdog import GpuOptions
 from supervisor.hang.options import DEFAULT_INIT_TIMEOUT, HangOptions, parse_phase_timeouts
 from supervisor.watch import steptime
 
+if TYPE_CHECKING:
+    import typer
+
 EPILOG = (
     "Other commands: `supervise exit-codes` (the exit-code contract), "
     "`supervise doctor` (GPU health), `supervise ckpt` (checkpoints), "
@@ -44,6 +44,8 @@ EPILOG = (
 
 def _version(value: bool) -> None:
     if value:
+        import typer
+
         print(f"supervise {__version__}")
         raise typer.Exit()
 
@@ -283,9 +285,18 @@ FLAGS = (
 VERSION = Flag("version", bool, False, "Print the version and exit.", twin=False, callback=_version)
 
 
-@command(CMD, *FLAGS, VERSION)
 def run_command(**given: Any) -> None:
     """Run CMD under supervision and exit with one code per failure class."""
+    import typer
+
+    raise typer.Exit(start(given).code)
+
+
+def start(given: Mapping[str, Any]) -> ExitCode:
+    """The run, from the values the parser gave each declaration (by `dest`, and `command`
+    for CMD): typer's through `run_command`, or `supervisor.cli.fast`'s. Returns the class
+    to exit with; raises `SuperviseError` (a `ConfigError` for a bad value) before anything
+    starts."""
     args = SimpleNamespace(**given)
     options = Options(
         command=tuple(args.command or ()),
@@ -321,7 +332,7 @@ def run_command(**given: Any) -> None:
         overrides = LaunchOverrides(args.nnodes, args.node_rank, args.master_addr, args.master_port)
         launch = Launch(args.nproc_per_node, overrides)
     pace = _pace(args.step_time_ratio, args.step_time_sustain)
-    code = supervise(
+    return supervise(
         options,
         hang,
         gpu,
@@ -336,7 +347,6 @@ def run_command(**given: Any) -> None:
             free_exits=args.node_free_exits,
         ),
     )
-    raise typer.Exit(code.code)
 
 
 def _pace(ratio: float, sustain: float) -> steptime.Config:
@@ -354,17 +364,21 @@ def supervise(*args: Any, **kwargs: Any) -> ExitCode:
     return run(*args, **kwargs)
 
 
-class _RunCommand(TyperCommand):
-    """`run` is named implicitly: its usage reads as people type it."""
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage("supervise", "[OPTIONS] -- CMD...")
-
-
 def register(app: typer.Typer) -> None:
+    """Add `run` to `app`. typer and click are imported here, not with the module, so that
+    the fast parser can read `FLAGS` without them."""
+    import click
+    from typer.core import TyperCommand
+
+    class _RunCommand(TyperCommand):
+        """`run` is named implicitly: its usage reads as people type it."""
+
+        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            formatter.write_usage("supervise", "[OPTIONS] -- CMD...")
+
     app.command(
         "run",
         cls=_RunCommand,
         context_settings={"allow_interspersed_args": False},
         epilog=EPILOG,
-    )(run_command)
+    )(command(CMD, *FLAGS, VERSION)(run_command))

@@ -74,13 +74,15 @@ class GpuOptions:
                 raise ConfigError(f"{flag} must be a number of seconds, got {value!r}")
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{flag} must be a positive number of seconds, got {value!r}")
-        from supervisor.gpu.files import scenario_path, shipped_scenarios
+        if self.fake_gpus is not None:
+            # Imported here: the scenario files (and pathlib with them) matter only to a fake.
+            from supervisor.gpu.files import scenario_path, shipped_scenarios
 
-        if self.fake_gpus is not None and not os.path.isfile(scenario_path(self.fake_gpus)):
-            raise ConfigError(
-                f"--fake-gpus: no such file or shipped scenario {self.fake_gpus!r}; shipped: "
-                + ", ".join(shipped_scenarios())
-            )
+            if not os.path.isfile(scenario_path(self.fake_gpus)):
+                raise ConfigError(
+                    f"--fake-gpus: no such file or shipped scenario {self.fake_gpus!r}; "
+                    "shipped: " + ", ".join(shipped_scenarios())
+                )
         if self.config is not None and not os.path.isfile(self.config):
             raise ConfigError(f"--gpu-config: no such file {self.config!r}; give a JSON file")
 
