@@ -30,18 +30,30 @@ from supervisor.core.errors import ConfigError
 from supervisor.storage import dcp_guard, layout, localfile, tensorfile
 from supervisor.storage.strategy import CommitStrategy
 
+# Writeback is started for every this many bytes written (see `localfile.start_writeback`).
+# Measured on ext4 (virtio disk), 1 GiB written in 1 MiB pieces then fsynced: 8 MiB ran
+# 0.99 s median against 1.52 s with no early writeback, and 32 MiB 1.14 s.
+WRITEBACK_BYTES = 8 << 20
+
 
 class LocalSink:
-    """A new local file: O_EXCL create and write. Not yet durable: the commit fsyncs every
-    file of the attempt at once (see `RenameCommit.commit`)."""
+    """A new local file: O_EXCL create and write, its writeback started as it grows. Not
+    yet durable: the commit fsyncs every file of the attempt at once (see
+    `RenameCommit.commit`)."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.offset = 0  # bytes written so far
+        self.flushed = 0  # bytes whose writeback has been started
 
     def write(self, data: memoryview) -> None:
         while data:
             written = os.write(self.fd, data)
             data = data[written:]
+            self.offset += written
+        if self.offset - self.flushed >= WRITEBACK_BYTES:
+            localfile.start_writeback(self.fd, self.flushed, self.offset - self.flushed)
+            self.flushed = self.offset
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
