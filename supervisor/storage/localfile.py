@@ -21,7 +21,6 @@ of a regular file.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import io
 import os
@@ -91,11 +90,12 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _sync_file_range() -> object | None:
+    """libc's sync_file_range, looked up once on first use (the process's own symbols: no
+    library search, no subprocess), or None where there is none."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        call = libc.sync_file_range
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -103,7 +103,7 @@ def _sync_file_range() -> object | None:
     return call
 
 
-_SYNC_RANGE = _sync_file_range()
+_SYNC_RANGE: list[object | None] = []  # filled on first use
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -117,5 +117,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     every file). Blocks only if the device's queue is full (the writer then runs at disk
     speed). A no-op where sync_file_range(2) does not exist (not Linux) or has nothing to
     do (tmpfs); its errors are ignored, since fsync reports any that matter."""
-    if _SYNC_RANGE is not None and length > 0:
-        _SYNC_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
+    if not _SYNC_RANGE:
+        _SYNC_RANGE.append(_sync_file_range())
+    call = _SYNC_RANGE[0]
+    if call is not None and length > 0:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
