@@ -203,6 +203,11 @@ class Storage:
         with self.guard(f"reading {path}"):
             return self.strategy.read_tensors(path, path, size)
 
+    def checksum(self, path: str) -> str:
+        """The checksum of every byte of the existing file `path`."""
+        with self.guard(f"reading {path}"):
+            return self.strategy.checksum(path)
+
     def sizes(self, directory: str) -> dict[str, int]:
         """Relative path -> size for every file under `directory` (recursively)."""
         with self.guard(f"listing {directory}"):

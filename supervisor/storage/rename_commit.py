@@ -21,27 +21,40 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from supervisor.core.errors import ConfigError
-from supervisor.storage import dcp_guard, layout, localfile, tensorfile
+from supervisor.storage import checksum, dcp_guard, layout, localfile, tensorfile
 from supervisor.storage.strategy import CommitStrategy
+
+# Writeback is started for every this many bytes written (see `localfile.start_writeback`).
+# Measured on ext4 (virtio disk), 1 GiB written in 1 MiB pieces then fsynced: 8 MiB ran
+# 0.99 s median against 1.52 s with no early writeback, and 32 MiB 1.14 s.
+WRITEBACK_BYTES = 8 << 20
 
 
 class LocalSink:
-    """A new local file: O_EXCL create and write. Not yet durable: the commit fsyncs every
-    file of the attempt at once (see `RenameCommit.commit`)."""
+    """A new local file: O_EXCL create and write, its writeback started as it grows. Not
+    yet durable: the commit fsyncs every file of the attempt at once (see
+    `RenameCommit.commit`)."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.offset = 0  # bytes written so far
+        self.flushed = 0  # bytes whose writeback has been started
 
     def write(self, data: memoryview) -> None:
         while data:
             written = os.write(self.fd, data)
             data = data[written:]
+            self.offset += written
+        if self.offset - self.flushed >= WRITEBACK_BYTES:
+            localfile.start_writeback(self.fd, self.flushed, self.offset - self.flushed)
+            self.flushed = self.offset
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
@@ -134,6 +147,22 @@ class RenameCommit(CommitStrategy):
     def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:
         # Mapped copy-on-write rather than copied: the caller's tensors are private pages.
         return tensorfile.map_file(localfile.confined(path, self.root), where, size)
+
+    def checksum(self, path: str) -> str:
+        # Hashed from a read-only mapping: no copy into a buffer, only the hash's own pass.
+        with localfile.open_regular(localfile.confined(path, self.root)) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return checksum.of(b"")
+            mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+        try:
+            digest = checksum.new()
+            with memoryview(mapped) as view:
+                for start in range(0, size, tensorfile.CHUNK):
+                    digest.update(view[start : start + tensorfile.CHUNK])  # freed at once
+            return digest.hexdigest()
+        finally:
+            mapped.close()
 
     def create_only(self, path: str, data: bytes) -> bool:
         directory, name = path.rsplit("/", 1)

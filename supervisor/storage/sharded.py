@@ -1,10 +1,11 @@
 """Sharded checkpoints: `torch.distributed.checkpoint` (DCP) writes, our marker commits.
 
 - `save_sharded`: DCP writes every rank's shards into the step's attempt directory (through
-  the commit strategy's DCP writer); rank 0 then checksums the files, and our manifest and
-  marker commit them (`CheckpointStore.commit_manifest`). DCP's own `.metadata` is only a
-  data file to us, so DCP's overwrite window (data rewritten under an old `.metadata`)
-  cannot occur: each save is a fresh attempt directory and the marker is create-only.
+  the commit strategy's DCP writer); the ranks then checksum the files, each its share,
+  and rank 0 commits them with our manifest and marker (`CheckpointStore.commit_manifest`).
+  DCP's own `.metadata` is only a data file to us, so DCP's overwrite window (data
+  rewritten under an old `.metadata`) cannot occur: each save is a fresh attempt directory
+  and the marker is create-only.
   Once the step is committed, the store's `on_commit` is called on every rank, as by `save`.
 - `load_sharded`: rank 0 picks the step (the newest committed one unless given) and verifies
   every checksum before any rank lets DCP read. DCP's `.metadata` is a pickle, and DCP's
@@ -24,12 +25,12 @@ is imported inside functions only.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from supervisor.core.errors import CheckpointError
-from supervisor.storage import checksum, dcp_guard, layout, ranks, writer
-from supervisor.storage.backend import Storage
+from supervisor.storage import dcp_guard, fanout, layout, ranks, writer
 from supervisor.storage.store import CheckpointStore
 
 
@@ -67,12 +68,31 @@ def save_sharded(
             raise failed
         raise CheckpointError(f"another rank failed to write checkpoint step {step}; see its log")
 
+    # Every rank checksums its share of the files (all ranks see the directory DCP wrote
+    # into), so rank 0 does not read them all alone while the others wait.
+    listed: dict[str, int] = {}
+    mine: list[tuple[str, int, str]] | None = None
+    try:
+        listed, mine = _checksum_share(store, directory, dist.get_rank(), dist.get_world_size())
+    except BaseException as err:
+        failed = err
+    parts = ranks.gather_to_all(mine)
+    if any(part is None for part in parts):
+        if dist.get_rank() == 0:
+            writer.discard_quietly(storage, step, attempt)
+        if failed is not None:
+            raise failed
+        raise CheckpointError(f"another rank failed to read checkpoint step {step}; see its log")
+
     def commit() -> layout.Manifest:
         with writer.discard_on_error(storage, step, attempt):
-            files = [
-                layout.FileEntry(path, size, _digest(storage, f"{directory}/{path}"))
-                for path, size in sorted(storage.sizes(directory).items())
-            ]
+            entries = sorted(entry for part in parts for entry in part)
+            if {path: size for path, size, _ in entries} != listed:
+                raise CheckpointError(
+                    f"the ranks listed different files in {directory}; step {step} is not "
+                    "committed (every rank must see the same checkpoint storage)"
+                )
+            files = [layout.FileEntry(path, size, digest) for path, size, digest in entries]
             manifest = layout.Manifest(
                 step=step,
                 attempt=attempt,
@@ -145,9 +165,16 @@ def _verified_sharded_step(store: CheckpointStore, step: int | None) -> int:
     return chosen
 
 
-def _digest(storage: Storage, path: str) -> str:
-    digest = checksum.new()
-    with storage.guard(f"reading {path}"), storage.open_read(path) as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _checksum_share(
+    store: CheckpointStore, directory: str, rank: int, world: int
+) -> tuple[dict[str, int], list[tuple[str, int, str]]]:
+    """Every file under `directory` with its size, and (path, size, checksum) of this
+    rank's share of them (every `world`-th file from `rank` on, in path order). Up to 4
+    files are hashed at once (XXH3 releases the GIL), or the store's transfer width."""
+    listed = dict(sorted(store.storage.sizes(directory).items()))
+    share = list(listed.items())[rank::world]
+    width = max(store.writers, min(4, os.cpu_count() or 1))
+    digests = fanout.run(
+        lambda item: store.storage.checksum(f"{directory}/{item[0]}"), share, width
+    )
+    return listed, [(path, size, d) for (path, size), d in zip(share, digests, strict=True)]

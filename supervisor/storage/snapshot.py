@@ -60,8 +60,11 @@ class HostBuffer:
             bases.append(total)
             total += -(-plan.body_size // 64) * 64  # 64-byte aligned bases keep views legal
         on_gpu = any(t.device.type == "cuda" for t in tensors)
-        if self.slab is None or self.slab.numel() < total:
-            self.slab = None  # free the old buffer before allocating the larger one
+        # Pinned memory makes the device-to-host copies asynchronous (one synchronize for
+        # all); a buffer first made for a CPU-only state is replaced once tensors are on a GPU.
+        unpinned = on_gpu and not self.slab.is_pinned() if self.slab is not None else False
+        if self.slab is None or self.slab.numel() < total or unpinned:
+            self.slab = None  # free the old buffer before allocating the new one
             self.slab = torch.empty(max(total, 1), dtype=torch.uint8, pin_memory=on_gpu)
         slab = self.slab
         bodies = []

@@ -24,7 +24,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, BinaryIO, ClassVar, Protocol
 
-from supervisor.storage import layout
+from supervisor.storage import checksum, layout
 
 
 class Sink(Protocol):
@@ -115,6 +115,14 @@ class CommitStrategy(ABC):
         """At most `limit` bytes from the start of an existing file (FileNotFoundError if
         there is none): a ranged read, so a huge object costs no more than `limit`."""
         return self.fs.cat_file(path, start=0, end=limit)
+
+    def checksum(self, path: str) -> str:
+        """The checksum of every byte of an existing file, read in order to its end."""
+        digest = checksum.new()
+        with self.open_read(path) as stream:
+            while chunk := stream.read(8 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     @abstractmethod
     def read_tensors(self, path: str, where: str, size: int) -> tuple[dict[int, Any], str, int]:

@@ -6,11 +6,13 @@ of 8, then one hole-free byte buffer. Tensors are ordered by element size, large
 so every tensor starts at an offset that is a multiple of its own element size without any
 padding; a `safetensors` reader can open our files as they are.
 
-Threads: `write_file` and `read_file` run on the caller's thread plus one short-lived helper
-that hashes chunks in order (XXH3 releases the GIL), so hashing chunk i overlaps the copy of
-chunk i+1 instead of adding to it. Memory handed to `write_file` must stay unchanged until
-it returns (the sync save writes straight from the caller's tensors; the async save from its
-own snapshot).
+Threads: `write_file` runs on the caller's thread alone: it hashes each `WRITE_CHUNK` piece
+and writes it straight after, while the piece is still in the CPU cache, so the bytes come
+from memory once (several files are written at once on several threads, and XXH3 releases
+the GIL). `read_file` runs on the caller's thread plus one short-lived helper that hashes
+chunks in order, so hashing chunk i overlaps the read of chunk i+1. Memory handed to
+`write_file` must stay unchanged until it returns (the sync save writes straight from the
+caller's tensors; the async save from its own snapshot).
 
 torch is imported inside the functions that make or read tensors, never at import time.
 """
@@ -31,6 +33,11 @@ from supervisor.storage import checksum
 from supervisor.storage.layout import DamagedError
 
 CHUNK = 16 << 20  # large enough that per-chunk overhead vanishes, small enough to pipeline
+# Pieces that `write_file` hashes and writes: small enough to stay in the CPU cache between
+# the hash and the write, large enough that the per-call cost vanishes. Measured on ext4
+# (Linux 6.18, virtio disk): 1 MiB writes ran 0.86 s per GiB with fsync where 16 MiB writes
+# of the same bytes ran 3.0 s; on tmpfs both sizes ran alike.
+WRITE_CHUNK = 1 << 20
 
 # torch dtype name -> safetensors dtype code.
 DTYPES = {
@@ -182,21 +189,19 @@ class _Digest:
 
 def write_file(sink: Sink, plan: Plan, bodies: Iterable[memoryview]) -> str:
     """Stream the header and each tensor's bytes (in plan order) into `sink`; return the
-    checksum. Closes the sink on success (which makes the file durable, see the sinks). On
-    error the sink is left for the caller to discard."""
-    digest = _Digest()
-    try:
-        head = memoryview(plan.header)
-        digest.update(head)
-        sink.write(head)
-        for body in bodies:
-            for piece in chunks(body):
-                digest.update(piece)
-                sink.write(piece)
-        sink.close()
-        return digest.hexdigest()
-    finally:
-        digest.close()
+    checksum of exactly the bytes handed to the sink. Closes the sink on success (which
+    makes the file durable, see the sinks). On error the sink is left for the caller to
+    discard. Runs on the calling thread only."""
+    digest = checksum.new()
+    head = memoryview(plan.header)
+    digest.update(head)
+    sink.write(head)
+    for body in bodies:
+        for piece in chunks(body, WRITE_CHUNK):
+            digest.update(piece)  # hashed first: the write then reads it from the cache
+            sink.write(piece)
+    sink.close()
+    return digest.hexdigest()
 
 
 def parse_header(header: object, where: str, body_size: int) -> tuple[Entry, ...]:
