@@ -165,6 +165,36 @@ class PhaseTimes:
 
 
 @dataclass(frozen=True)
+class CommitMark:
+    """A checkpoint commit as the attempt saw it: the step, when, and the steady step time
+    run by then. With it a report splits an attempt's steps into kept and lost."""
+
+    step: int
+    at_s: float  # seconds from the attempt's start until supervise saw the commit
+    steady_s: float  # steady step seconds the attempt had run by then
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an attempt's steps went, in time: what a goodput report needs beyond
+    `PhaseTimes`. Offsets are seconds from the attempt's start (`Verdict.started_wall`),
+    measured on the sampler's monotonic clock, to within its sampling interval (0.1 s)."""
+
+    first_step: int | None = None  # the first step any rank reported in this attempt
+    first_step_s: float | None = None  # when it was seen
+    last_step: int | None = None  # the highest step any rank reported
+    last_progress_s: float | None = None  # when a rank last took a step
+    steady_at_last_progress_s: float = 0.0  # steady seconds run by then; the rest stalled
+    commits: tuple[CommitMark, ...] = ()  # in order; at most MAX_COMMIT_MARKS, the newest
+    step_time_mean_s: float | None = None  # over the steady step intervals measured
+    step_time_stdev_s: float | None = None
+    step_time_count: int = 0
+
+
+MAX_COMMIT_MARKS = 256  # a verdict stays a few KiB even for an attempt that saved every step
+
+
+@dataclass(frozen=True)
 class PeerRef:
     """The pod a PEER_LEFT verdict names: the one holding the incident."""
 
@@ -199,6 +229,7 @@ class Verdict:
     times: PhaseTimes = field(default_factory=PhaseTimes)
     peer: PeerRef | None = None  # for PEER_LEFT: who holds the incident
     bounded_from: str | None = None  # the free class the node's bound turned into this one
+    progress: Progress | None = None  # None from a writer before this field existed
 
     kind = Kind.VERDICT
 
@@ -261,6 +292,8 @@ def encode(record: Record) -> bytes:
         }
         if record.peer is not None:
             body["peer"] = _fields(record.peer, _PEER_FIELDS)
+        if record.progress is not None:
+            body["progress"] = _encode_progress(record.progress)
     else:
         body.update(_fields(record, _CLAIM_FIELDS))
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -455,6 +488,7 @@ def _verdict(body: Mapping[str, Any]) -> Verdict:
     times = _get(body, "times", dict, optional=True) or {}
     phases = _get(times, "phases_s", dict, optional=True) or {}
     peer = _get(body, "peer", dict, optional=True)
+    progress = _get(body, "progress", dict, optional=True)
     return Verdict(
         id=_id(body),
         pod=_get(body, "pod", str),
@@ -479,6 +513,7 @@ def _verdict(body: Mapping[str, Any]) -> Verdict:
         ),
         peer=_peer(peer) if peer is not None else None,
         bounded_from=_get(body, "bounded_from", str, optional=True),
+        progress=_progress(progress) if progress is not None else None,
     )
 
 
@@ -491,6 +526,49 @@ def _peer(body: Mapping[str, Any]) -> PeerRef:
         node=_get(body, "node", str, optional=True),
         name=_get(body, "name", str, optional=True),
     )
+
+
+_PROGRESS_FIELDS = (
+    "first_step",
+    "first_step_s",
+    "last_step",
+    "last_progress_s",
+    "steady_at_last_progress_s",
+    "step_time_mean_s",
+    "step_time_stdev_s",
+    "step_time_count",
+)
+
+
+def _encode_progress(progress: Progress) -> dict[str, Any]:
+    body = _fields(progress, _PROGRESS_FIELDS)
+    body["commits"] = [[m.step, m.at_s, m.steady_s] for m in progress.commits]
+    return body
+
+
+def _progress(body: Mapping[str, Any]) -> Progress:
+    commits = _get(body, "commits", list, optional=True) or []
+    marks = []
+    for item in commits:
+        if not isinstance(item, list) or len(item) < 3:
+            raise _Skip("commits")
+        marks.append(CommitMark(_get({"s": item[0]}, "s", int), *_floats(item[1:3])))
+    return Progress(
+        first_step=_get(body, "first_step", int, optional=True),
+        first_step_s=_get(body, "first_step_s", float, optional=True),
+        last_step=_get(body, "last_step", int, optional=True),
+        last_progress_s=_get(body, "last_progress_s", float, optional=True),
+        steady_at_last_progress_s=_get(body, "steady_at_last_progress_s", float, optional=True)
+        or 0.0,
+        commits=tuple(marks),
+        step_time_mean_s=_get(body, "step_time_mean_s", float, optional=True),
+        step_time_stdev_s=_get(body, "step_time_stdev_s", float, optional=True),
+        step_time_count=_get(body, "step_time_count", int, optional=True) or 0,
+    )
+
+
+def _floats(values: list[Any]) -> list[float]:
+    return [_get({"v": value}, "v", float) for value in values]
 
 
 def _claim(body: Mapping[str, Any]) -> Claim:
