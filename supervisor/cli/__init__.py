@@ -59,7 +59,7 @@ def _register_subsystems(app: typer.Typer) -> None:
     """Commands owned by the subsystems; each module adds its own and imports lazily."""
     import importlib
 
-    for name in ("run", "doctor", "ckpt", "checkpoint_now", "k8s"):
+    for name in ("run", "doctor", "ckpt", "checkpoint_now", "report", "k8s"):
         try:
             module = importlib.import_module(f"supervisor.cli.{name}")
         except ModuleNotFoundError as err:
