@@ -4,7 +4,8 @@
 where each node's wall time went, from the run's first attempt start to its last verdict,
 split into buckets that add up to that time exactly.
 
-One *lane* per node of the gang (its node rank; a pod without one is its own lane). Each
+One *lane* per node of the gang, by node rank (a pod that has none runs a single-node job:
+node 0). Each
 attempt on a lane covers its start (`AttemptStart.wall`) to its verdict (`Verdict.wall`):
 
 - **init**: from the start to the first step, less any named phase run before it;
@@ -204,9 +205,9 @@ def report(view: LedgerView) -> Report | None:
     )
 
 
-def lane_of(node_rank: int | None, pod: str) -> str:
-    """A node's lane: `node <rank>` in a gang, else the pod's own."""
-    return f"node {node_rank}" if node_rank is not None else pod
+def lane_of(node_rank: int | None) -> str:
+    """A node's lane, `node <rank>`: every pod that node rank had, in turn."""
+    return f"node {node_rank if node_rank is not None else 0}"
 
 
 # ------------------------------------------------------------------------------ internals
@@ -231,7 +232,7 @@ class _Entry:
         began = start.wall if start is not None else verdict.started_wall  # type: ignore[union-attr]
         return cls(
             id=some.id,
-            lane=lane_of(some.node_rank, some.pod),
+            lane=lane_of(some.node_rank),
             pod=some.pod,
             node=(start.node if start is not None else None) or (verdict and verdict.node),
             start=began if began is not None else some.wall,
@@ -294,11 +295,8 @@ class _Entry:
         )
 
 
-def _lane_order(lane: str) -> tuple[int, int, str]:
-    kind, _, number = lane.partition(" ")
-    if kind == "node" and number.isdigit():
-        return (0, int(number), "")
-    return (1, 0, lane)
+def _lane_order(lane: str) -> int:
+    return int(lane.removeprefix("node "))
 
 
 def _end_cause(verdict: Verdict) -> str | None:
