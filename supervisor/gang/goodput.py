@@ -396,14 +396,14 @@ def _offset(origin: float, seconds: float | None) -> float | None:
 
 
 def _gpus(verdict: Verdict) -> tuple[str, ...]:
-    """The GPUs the verdict's deciding evidence names (by UUID, else by index)."""
+    """The GPUs the verdict's deciding evidence names: by UUID, else as `<node>/gpu<index>`."""
     found = []
     for item in verdict.evidence:
         if item.get("source") != "gpu" or item.get("class") is None:
             continue
-        gpu = item.get("gpu_uuid") or item.get("uuid")
-        if gpu is None and item.get("gpu") is not None:
-            gpu = f"{verdict.node or verdict.pod}/gpu{item['gpu']}"
+        gpu = item.get("gpu_uuid")
+        if gpu is None and item.get("gpu_index") is not None:
+            gpu = f"{verdict.node or verdict.pod}/gpu{item['gpu_index']}"
         if gpu is not None and str(gpu) not in found:
             found.append(str(gpu))
     return tuple(found)

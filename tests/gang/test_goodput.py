@@ -167,6 +167,7 @@ def test_a_peer_that_left_charges_its_badput_to_the_incident_s_cause_and_is_not_
     report = goodput.report(view(a0, a1, v0, v1))
     assert report is not None
     assert report.lanes == ("node 0", "node 1")
+    assert report.spans[1].gpus == ("GPU-7",)
     assert set(report.by_cause) == {"start", "DEVICE_FAILED"}
     assert report.by_cause["start"]["downtime"] == 2.0  # node 1 started 2 s after node 0
     assert report.interruptions.count == 1
