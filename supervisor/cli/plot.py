@@ -26,6 +26,7 @@ global state (pyplot is never used).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -64,6 +65,8 @@ BAR = 0.56  # bar height, in lanes
 DPI = 150
 WIDTH_IN = 12.0
 LEFT_IN, RIGHT_IN = 1.3, 0.3  # room for the lane labels
+LANE_IN, LANE_MIN_IN = 0.42, 0.05
+LANES_IN = 12.0  # all lanes together, once there are enough to squeeze
 TOP_IN = 0.5  # room for the title
 LEGEND_COLUMNS = 6
 LEGEND_ROW_IN = 0.22
@@ -101,7 +104,7 @@ def figure(report: Report) -> Figure:
 
     lanes = list(report.lanes) or sorted({s.lane for s in report.spans})
     row = {lane: i for i, lane in enumerate(lanes)}
-    wall = max(report.end - report.start, 1e-9)
+    wall = report.end - report.start if report.end > report.start else 1.0
     unit, per = _unit(wall)
 
     spans = [s for s in report.spans if s.lane in row]
@@ -112,7 +115,8 @@ def figure(report: Report) -> Figure:
     # keeps its size whatever the number of lanes.
     legend_rows = -(-len(classes) // LEGEND_COLUMNS) + 1
     bottom_in = AXIS_IN + LEGEND_ROW_IN * legend_rows + LEGEND_FOOT_IN
-    lanes_in = 0.42 * max(len(lanes), 2)
+    lane_in = _lane_height(len(lanes))
+    lanes_in = lane_in * max(len(lanes), 2)
     height_in = TOP_IN + lanes_in + bottom_in
     fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI)
     plot_w = WIDTH_IN - LEFT_IN - RIGHT_IN
@@ -126,7 +130,8 @@ def figure(report: Report) -> Figure:
 
     # The bars: one collection per class. White edges separate attempts that touch, but only
     # where bars are wide enough for an edge not to repaint them.
-    wide = _median([(s.end - s.start) / per * px for s in spans]) > 8
+    tall = lane_in * BAR * DPI  # a bar's height in pixels
+    wide = _median([(s.end - s.start) / per * px for s in spans]) > 8 and tall >= 6
     by_class: dict[str | None, list[Span]] = defaultdict(list)
     for s in spans:
         by_class[s.name].append(s)
@@ -154,7 +159,8 @@ def figure(report: Report) -> Figure:
 
     # Lost work: hatched where wide enough for a hatch to be seen, plain dark where not.
     lost = [(row[s.lane], x(s.lost[0]), x(s.lost[1])) for s in spans if s.lost]
-    hatched = [b for b in lost if (b[2] - b[1]) * px >= 6]
+    hatched = [b for b in lost if (b[2] - b[1]) * px >= 6 and tall >= 8]
+    plain = [b for b in lost if not ((b[2] - b[1]) * px >= 6 and tall >= 8)]
     _boxes(
         ax,
         hatched,
@@ -166,7 +172,7 @@ def figure(report: Report) -> Figure:
     )
     _boxes(
         ax,
-        [b for b in lost if (b[2] - b[1]) * px < 6],
+        plain,
         facecolor=(0, 0, 0, 0.3),
         linewidth=0,
         zorder=4,
@@ -209,8 +215,8 @@ def figure(report: Report) -> Figure:
         zorder=1,
     )
 
-    _axes(ax, report, lanes, unit, wall / per)
-    _legend(fig, classes, colour, spans, gaps, bool(hatched), bool(lost) and not hatched, dense)
+    _axes(ax, report, lanes, unit, wall / per, lane_in)
+    _legend(fig, classes, colour, spans, gaps, bool(hatched), bool(plain) and not hatched, dense)
     ax.set_title(_title(report, spans), fontsize=11, loc="left", pad=10)
     return fig
 
@@ -277,10 +283,25 @@ def _lines(ax: Any, segments: list[Any], **style: Any) -> None:
     ax.add_collection(LineCollection(segments, **style))
 
 
-def _axes(ax: Any, report: Report, lanes: list[str], unit: str, span: float) -> None:
+def _lane_height(lanes: int) -> float:
+    """Inches per lane: roomy for a few, squeezed to keep a big gang's picture on a page."""
+    return min(LANE_IN, max(LANE_MIN_IN, LANES_IN / max(lanes, 1)))
+
+
+def _axes(
+    ax: Any, report: Report, lanes: list[str], unit: str, span: float, lane_in: float
+) -> None:
     ax.set_xlim(0, span)
-    ax.set_ylim(len(lanes) - 0.5, -0.5)  # the first lane on top
-    ax.set_yticks(range(len(lanes)), [_lane_label(lane, report) for lane in lanes], fontsize=9)
+    ax.set_ylim(max(len(lanes), 1) - 0.5, -0.5)  # the first lane on top
+    # Two-line labels (the node's name under the rank) where a lane has room; where lanes
+    # are thinner than a line of text, every few lanes only.
+    every = max(1, math.ceil(0.13 / lane_in))
+    shown = range(0, len(lanes), every)
+    ax.set_yticks(
+        shown,
+        [_lane_label(lanes[i], report, named=lane_in >= 0.3) for i in shown],
+        fontsize=9 if lane_in >= 0.3 else 7,
+    )
     ax.tick_params(axis="y", length=0)
     started = datetime.fromtimestamp(report.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
     ax.set_xlabel(f"{unit} since the run started ({started})", fontsize=9)
@@ -291,9 +312,12 @@ def _axes(ax: Any, report: Report, lanes: list[str], unit: str, span: float) -> 
         ax.spines[side].set_visible(False)
 
 
-def _lane_label(lane: str, report: Report) -> str:
-    """`rank 3` for a node rank, the pod's name otherwise; the node's name when it had one."""
+def _lane_label(lane: str, report: Report, named: bool) -> str:
+    """`rank 3` for a node rank, the pod's name otherwise; then, if `named`, the node's name
+    (or how many nodes the lane ran on)."""
     label = f"rank {lane}" if lane.isdigit() else lane
+    if not named:
+        return label
     nodes = {s.node for s in report.spans if s.lane == lane and s.node}
     if len(nodes) == 1:
         label += f"\n{next(iter(nodes))}"

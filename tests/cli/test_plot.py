@@ -295,6 +295,36 @@ def test_the_artists_do_not_grow_with_the_attempts() -> None:
     assert _artists(synthetic_report(attempts=3000)) == _artists(synthetic_report())
 
 
+def test_a_big_gang_is_squeezed_onto_a_page() -> None:
+    """8 lanes: each labelled with its rank and node. 256 lanes: the figure stays about a
+    page tall, and labels are one line, on every few lanes."""
+    few = figure(synthetic_report())
+    labels = [t.get_text() for t in few.axes[0].get_yticklabels()]
+    assert labels[0].startswith("rank 0\n") and len(labels) == 8
+    many = figure(synthetic_report(attempts=512, lanes=256))
+    labels = [t.get_text() for t in many.axes[0].get_yticklabels()]
+    assert labels[0] == "rank 0" and 256 / 4 <= len(labels) < 256
+    assert not any("\n" in label for label in labels)
+    assert many.get_figheight() < 16
+
+
+@pytest.mark.filterwarnings("error")  # matplotlib warns of a singular axis
+def test_a_report_with_no_time_still_draws(tmp_path: Path) -> None:
+    empty = Report(
+        start=T0,
+        end=T0,
+        lanes=(),
+        spans=(),
+        gaps=(),
+        buckets={},
+        by_cause={},
+        interruptions=Interruptions(),
+        step_time=StepTime(),
+    )
+    draw(empty, tmp_path / "run.svg")
+    assert "Goodput n/a" in (tmp_path / "run.svg").read_text()
+
+
 def test_another_suffix_is_refused_naming_the_supported_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.png or \.svg") as caught:
         draw(small_report(), tmp_path / "run.pdf")
