@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from supervisor.core.exitcodes import ExitCode
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from supervisor.gang.goodput import Report, Span
+    from supervisor.gang.goodput import Gap, Report, Span
 
 SUFFIXES = (".png", ".svg")
 MISSING = "the picture needs matplotlib: pip install 'supervise[plot]'"
@@ -96,7 +97,9 @@ def draw(report: Report, path: Path) -> None:
 
 
 def figure(report: Report) -> Figure:
-    """The picture of `report` as a matplotlib `Figure`, not yet saved anywhere."""
+    """The picture of `report` as a matplotlib `Figure`, not yet saved anywhere.
+
+    Raises `ConfigError` where matplotlib is not installed."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -109,7 +112,7 @@ def figure(report: Report) -> Figure:
 
     spans = [s for s in report.spans if s.lane in row]
     classes = _classes(spans)
-    colour = _colours(classes, report)
+    colour = _colours(classes)
 
     # Fixed inches for the title, each lane, the x axis and each legend row, so that text
     # keeps its size whatever the number of lanes.
@@ -123,102 +126,135 @@ def figure(report: Report) -> Figure:
     ax = fig.add_axes(
         (LEFT_IN / WIDTH_IN, bottom_in / height_in, plot_w / WIDTH_IN, lanes_in / height_in)
     )
-    px = plot_w * DPI / (wall / per)  # pixels per x unit, to size the marks
+    scale = _Scale(report.start, per, plot_w * DPI / wall, lane_in * BAR * DPI, row)
 
-    def x(t: float) -> float:
-        return (t - report.start) / per
+    _bars(ax, scale, spans, classes, colour)
+    hatched, plain = _overlays(ax, scale, spans)
+    dense = _commits(ax, scale, spans, lanes)
+    gaps = [g for g in report.gaps if g.lane in row and g.end > g.start]
+    _downtime(ax, scale, gaps, colour)
 
-    # The bars: one collection per class. White edges separate attempts that touch, but only
-    # where bars are wide enough for an edge not to repaint them.
-    tall = lane_in * BAR * DPI  # a bar's height in pixels
-    wide = _median([(s.end - s.start) / per * px for s in spans]) > 8 and tall >= 6
+    _axes(ax, report, lanes, unit, wall / per, lane_in)
+    _legend(fig, classes, colour, spans, gaps, hatched, plain and not hatched, dense)
+    ax.set_title(_title(report, spans), fontsize=11, loc="left", pad=10)
+    return fig
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """From the report's Unix seconds and lanes to the axes' units, and their pixels."""
+
+    start: float  # the run's start: x = 0
+    per: float  # seconds per x unit
+    px_per_s: float  # pixels per second, on the saved image
+    tall: float  # a bar's height in pixels
+    row: Mapping[str, int]  # lane -> its y
+
+    def x(self, t: float) -> float:
+        return (t - self.start) / self.per
+
+    def box(self, lane: str, t0: float, t1: float) -> tuple[int, float, float]:
+        return self.row[lane], self.x(t0), self.x(t1)
+
+    def pixels(self, t0: float, t1: float) -> float:
+        return (t1 - t0) * self.px_per_s
+
+
+def _bars(
+    ax: Any,
+    scale: _Scale,
+    spans: list[Span],
+    classes: list[str | None],
+    colour: Mapping[str | None, str],
+) -> None:
+    """The attempts: one collection per class. White edges separate attempts that touch,
+    only where bars are big enough for an edge not to repaint them."""
+    edged = _median([scale.pixels(s.start, s.end) for s in spans]) > 8 and scale.tall >= 6
     by_class: dict[str | None, list[Span]] = defaultdict(list)
     for s in spans:
         by_class[s.name].append(s)
     for name in classes:
         _boxes(
             ax,
-            [(row[s.lane], x(s.start), x(s.end)) for s in by_class[name]],
+            [scale.box(s.lane, s.start, s.end) for s in by_class[name]],
             facecolor=colour[name],
             edgecolor="white",
-            linewidth=0.6 if wide else 0,
+            linewidth=0.6 if edged else 0,
             zorder=2,
         )
 
-    # Init and restore: the bar under a white veil, up to the first step.
+
+def _overlays(ax: Any, scale: _Scale, spans: list[Span]) -> tuple[bool, bool]:
+    """Init and restore veiled, lost work hatched (plain dark where a hatch would not show),
+    the stalled stretch darkened. Whether any lost work was hatched, and any drawn plain."""
     _boxes(
         ax,
         [
-            (row[s.lane], x(s.start), x(s.first_step_at if s.first_step_at is not None else s.end))
+            scale.box(s.lane, s.start, s.first_step_at if s.first_step_at is not None else s.end)
             for s in spans
         ],
         facecolor=(1, 1, 1, 0.55),
         linewidth=0,
         zorder=3,
     )
-
-    # Lost work: hatched where wide enough for a hatch to be seen, plain dark where not.
-    lost = [(row[s.lane], x(s.lost[0]), x(s.lost[1])) for s in spans if s.lost]
-    hatched = [b for b in lost if (b[2] - b[1]) * px >= 6 and tall >= 8]
-    plain = [b for b in lost if not ((b[2] - b[1]) * px >= 6 and tall >= 8)]
+    lost = [(s.lane, *s.lost) for s in spans if s.lost]
+    seen = [b for b in lost if scale.pixels(b[1], b[2]) >= 6 and scale.tall >= 8]
+    hidden = [b for b in lost if not (scale.pixels(b[1], b[2]) >= 6 and scale.tall >= 8)]
+    hatch = {"facecolor": "none", "edgecolor": (0, 0, 0, 0.6), "hatch": "////"}
+    _boxes(ax, [scale.box(*b) for b in seen], linewidth=0, zorder=4, **hatch)
+    _boxes(ax, [scale.box(*b) for b in hidden], facecolor=(0, 0, 0, 0.3), linewidth=0, zorder=4)
     _boxes(
         ax,
-        hatched,
-        facecolor="none",
-        edgecolor=(0, 0, 0, 0.6),
-        linewidth=0,
-        hatch="////",
-        zorder=4,
-    )
-    _boxes(
-        ax,
-        plain,
-        facecolor=(0, 0, 0, 0.3),
-        linewidth=0,
-        zorder=4,
-    )
-
-    # Stalled: no rank stepped from `stalled_from` until the attempt stopped.
-    _boxes(
-        ax,
-        [(row[s.lane], x(s.stalled_from), x(s.end)) for s in spans if s.stalled_from is not None],
+        [scale.box(s.lane, s.stalled_from, s.end) for s in spans if s.stalled_from is not None],
         facecolor=(0.1, 0.1, 0.1, 0.55),
         linewidth=0,
         zorder=5,
     )
+    return bool(seen), bool(hidden)
 
-    # Commits: ticks standing on top of the bar, one collection. Where a lane's commits
-    # would stand closer than a few pixels (a long run), only each attempt's last commit is
-    # drawn: the step its successor resumed from, the one that decides what was lost.
-    dense = _dense_commits(spans, lanes, px / per)
-    ticks = [
-        (row[s.lane], x(at))
-        for s in spans
-        for _step, at in (s.commits[-1:] if s.lane in dense else s.commits)
-    ]
+
+def _commits(ax: Any, scale: _Scale, spans: list[Span], lanes: list[str]) -> set[str]:
+    """Checkpoint commits as ticks standing on the bars, one collection. Where a lane's
+    commits would stand under 5 pixels apart on average (a long run), only each attempt's
+    last commit is drawn: the step its successor resumed from, which decides what was lost.
+    Returns those lanes."""
+    counts: dict[str, int] = defaultdict(int)
+    for s in spans:
+        counts[s.lane] += len(s.commits)
+    width = scale.pixels(
+        min((s.start for s in spans), default=0.0), max((s.end for s in spans), default=0.0)
+    )
+    dense = {lane for lane in lanes if counts[lane] and width / counts[lane] < 5}
     top = -BAR / 2
     _lines(
         ax,
-        [((tx, r + top - 0.16), (tx, r + top + 0.06)) for r, tx in ticks],
+        [
+            (
+                (scale.x(at), scale.row[s.lane] + top - 0.16),
+                (scale.x(at), scale.row[s.lane] + top + 0.06),
+            )
+            for s in spans
+            for _step, at in (s.commits[-1:] if s.lane in dense else s.commits)
+        ],
         colors="#222222",
         linewidths=0.8,
         zorder=6,
     )
+    return dense
 
-    # Downtime: a thin line through the empty space, coloured by its cause.
-    gaps = [g for g in report.gaps if g.lane in row and g.end > g.start]
+
+def _downtime(ax: Any, scale: _Scale, gaps: list[Gap], colour: Mapping[str | None, str]) -> None:
+    """A thin line through the empty space between attempts, coloured by its cause."""
     _lines(
         ax,
-        [((x(g.start), row[g.lane]), (x(g.end), row[g.lane])) for g in gaps],
+        [
+            ((scale.x(g.start), scale.row[g.lane]), (scale.x(g.end), scale.row[g.lane]))
+            for g in gaps
+        ],
         colors=[colour.get(g.cause, NEUTRAL) for g in gaps],
         linewidths=1.6,
         zorder=1,
     )
-
-    _axes(ax, report, lanes, unit, wall / per, lane_in)
-    _legend(fig, classes, colour, spans, gaps, bool(hatched), bool(plain) and not hatched, dense)
-    ax.set_title(_title(report, spans), fontsize=11, loc="left", pad=10)
-    return fig
 
 
 def _unit(wall: float) -> tuple[str, float]:
@@ -238,23 +274,12 @@ def _classes(spans: Iterable[Span]) -> list[str | None]:
     return [*known, *unknown, *([None] if None in present else [])]
 
 
-def _colours(classes: list[str | None], report: Report) -> dict[str | None, str]:
-    extra = iter(OTHER * (1 + len(classes)))
-    colour: dict[str | None, str] = dict(COLOURS)
-    colour[None] = NO_VERDICT
-    for name in [*classes, *(g.cause for g in report.gaps)]:
-        if name not in colour and name in classes:
-            colour[name] = next(extra)
+def _colours(classes: list[str | None]) -> dict[str | None, str]:
+    """Every class's colour; a name this module does not know gets one of `OTHER`."""
+    colour: dict[str | None, str] = {**COLOURS, None: NO_VERDICT}
+    unknown = [name for name in classes if name not in colour]
+    colour.update((name, OTHER[i % len(OTHER)]) for i, name in enumerate(unknown))
     return colour
-
-
-def _dense_commits(spans: list[Span], lanes: list[str], px_per_s: float) -> set[str]:
-    """The lanes whose commits, all drawn, would average under 5 pixels apart."""
-    counts: dict[str, int] = defaultdict(int)
-    for s in spans:
-        counts[s.lane] += len(s.commits)
-    width = max((s.end for s in spans), default=0) - min((s.start for s in spans), default=0)
-    return {lane for lane in lanes if counts[lane] and width * px_per_s / counts[lane] < 5}
 
 
 def _median(values: list[float]) -> float:
@@ -297,9 +322,13 @@ def _axes(
     # are thinner than a line of text, every few lanes only.
     every = max(1, math.ceil(0.13 / lane_in))
     shown = range(0, len(lanes), every)
+    nodes: dict[str, set[str]] = defaultdict(set)
+    for s in report.spans:
+        if s.node:
+            nodes[s.lane].add(s.node)
     ax.set_yticks(
         shown,
-        [_lane_label(lanes[i], report, named=lane_in >= 0.3) for i in shown],
+        [_lane_label(lanes[i], nodes[lanes[i]] if lane_in >= 0.3 else None) for i in shown],
         fontsize=9 if lane_in >= 0.3 else 7,
     )
     ax.tick_params(axis="y", length=0)
@@ -312,13 +341,12 @@ def _axes(
         ax.spines[side].set_visible(False)
 
 
-def _lane_label(lane: str, report: Report, named: bool) -> str:
-    """`rank 3` for a node rank, the pod's name otherwise; then, if `named`, the node's name
-    (or how many nodes the lane ran on)."""
+def _lane_label(lane: str, nodes: set[str] | None) -> str:
+    """`rank 3` for a node rank, the pod's name otherwise; then, given the lane's `nodes`,
+    the node's name, or how many nodes the lane ran on."""
     label = f"rank {lane}" if lane.isdigit() else lane
-    if not named:
+    if not nodes:
         return label
-    nodes = {s.node for s in report.spans if s.lane == lane and s.node}
     if len(nodes) == 1:
         label += f"\n{next(iter(nodes))}"
     elif len(nodes) > 1:
@@ -329,9 +357,9 @@ def _lane_label(lane: str, report: Report, named: bool) -> str:
 def _legend(
     fig: Any,
     classes: list[str | None],
-    colour: dict[str | None, str],
+    colour: Mapping[str | None, str],
     spans: list[Span],
-    gaps: list[Any],
+    gaps: list[Gap],
     hatched: bool,
     plain_lost: bool,
     dense: set[str],
