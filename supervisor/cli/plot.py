@@ -65,7 +65,8 @@ NEUTRAL = "#555555"  # downtime not caused by a failure: the gang's start, routi
 BAR = 0.56  # bar height, in lanes
 DPI = 150
 WIDTH_IN = 12.0
-LEFT_IN, RIGHT_IN = 1.3, 0.3  # room for the lane labels
+LEFT_IN, RIGHT_IN = 1.55, 0.3  # room for the lane labels
+LABEL_CHARS = 18  # what fits in LEFT_IN at 9 points
 LANE_IN, LANE_MIN_IN = 0.42, 0.05
 LANES_IN = 12.0  # all lanes together, once there are enough to squeeze
 TOP_IN = 0.5  # room for the title
@@ -343,15 +344,22 @@ def _axes(
 
 def _lane_label(lane: str, nodes: set[str] | None) -> str:
     """`rank 3` for a node rank, the pod's name otherwise; then, given the lane's `nodes`,
-    the node's name, or how many nodes the lane ran on."""
-    label = f"rank {lane}" if lane.isdigit() else lane
+    the node's name, or how many nodes the lane ran on. Long names lose their middle."""
+    label = f"rank {lane}" if lane.isdigit() else _shorten(lane)
     if not nodes:
         return label
     if len(nodes) == 1:
-        label += f"\n{next(iter(nodes))}"
-    elif len(nodes) > 1:
-        label += f"\n{len(nodes)} nodes"
-    return label
+        return f"{label}\n{_shorten(next(iter(nodes)))}"
+    return f"{label}\n{len(nodes)} nodes"
+
+
+def _shorten(name: str, most: int = LABEL_CHARS) -> str:
+    """`name` in at most `most` characters: its start and its end, which tell pods and nodes
+    apart (a generated suffix, a pool's number), around an ellipsis."""
+    if len(name) <= most:
+        return name
+    tail = (most - 1) // 2
+    return f"{name[: most - 1 - tail]}…{name[-tail:]}"
 
 
 def _legend(

@@ -8,6 +8,7 @@ and for anyone who wants a picture to look at:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import subprocess
@@ -306,6 +307,26 @@ def test_a_big_gang_is_squeezed_onto_a_page() -> None:
     assert labels[0] == "rank 0" and 256 / 4 <= len(labels) < 256
     assert not any("\n" in label for label in labels)
     assert many.get_figheight() < 16
+
+
+@pytest.mark.filterwarnings("error")  # matplotlib warns of a singular axis
+def test_long_pod_and_node_names_keep_their_ends() -> None:
+    small = small_report()
+    pod, node = "llama-70b-train-worker-1-x7k2p", "gke-prod-a3-megagpu-pool-3-9f8e7d6c-q1w2"
+    rename = {"1": pod}
+    report = dataclasses.replace(
+        small,
+        lanes=tuple(rename.get(lane, lane) for lane in small.lanes),
+        spans=tuple(
+            dataclasses.replace(s, lane=pod, node=node) if s.lane == "1" else s for s in small.spans
+        ),
+        gaps=tuple(dataclasses.replace(g, lane=rename.get(g.lane, g.lane)) for g in small.gaps),
+    )
+    labels = [t.get_text() for t in figure(report).axes[0].get_yticklabels()]
+    assert labels[0] == "rank 0\n2 nodes"
+    first, second = labels[1].split("\n")
+    assert first.startswith("llama-70b") and first.endswith("x7k2p") and len(first) <= 18
+    assert second.startswith("gke-prod") and second.endswith("q1w2") and len(second) <= 18
 
 
 @pytest.mark.filterwarnings("error")  # matplotlib warns of a singular axis
