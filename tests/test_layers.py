@@ -1,5 +1,5 @@
-"""The layers of DESIGN.md hold: who may import whom, and where pynvml, fsspec, torch and
-prometheus_client live.
+"""The layers of DESIGN.md hold: who may import whom, and where pynvml, fsspec, torch,
+prometheus_client and matplotlib live.
 
 An `ast` walk over every module in the package. A new module must be placed in `LAYERS`
 (by name or package pattern) before this test passes, which is the point.
@@ -135,6 +135,8 @@ def test_module_imports_respect_layers(path: Path) -> None:
             assert me.startswith("supervisor.storage"), f"fsspec outside storage: {me}"
         if top == "prometheus_client":
             assert me == "supervisor.outputs.metrics", f"prometheus_client outside metrics: {me}"
+        if top == "matplotlib":
+            assert me == "supervisor.cli.plot", f"matplotlib outside supervisor.cli.plot: {me}"
         if top != "supervisor":
             continue
         target = known_module(imported, MODULES)
