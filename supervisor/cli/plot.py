@@ -343,9 +343,9 @@ def _axes(
 
 
 def _lane_label(lane: str, nodes: set[str] | None) -> str:
-    """`rank 3` for a node rank, the pod's name otherwise; then, given the lane's `nodes`,
-    the node's name, or how many nodes the lane ran on. Long names lose their middle."""
-    label = f"rank {lane}" if lane.isdigit() else _shorten(lane)
+    """The lane (`node 3`: a node rank), then, given the lane's `nodes`, the Kubernetes
+    node's name, or how many nodes the lane ran on. Long names lose their middle."""
+    label = _shorten(lane)
     if not nodes:
         return label
     if len(nodes) == 1:

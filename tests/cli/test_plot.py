@@ -75,12 +75,12 @@ def _report(
 
 
 def small_report() -> Report:
-    """Three attempts on two lanes, about two hours: a hang and its restart on rank 0, and
-    a pod on rank 1 that left no verdict."""
+    """Three attempts on two lanes, about two hours: a hang and its restart on node 0, and
+    a pod on node 1 that left no verdict."""
     m = 60.0
     hang = Span(
         id="a1",
-        lane="0",
+        lane="node 0",
         pod="job-0-a",
         node="gpu-node-a",
         start=T0,
@@ -97,7 +97,7 @@ def small_report() -> Report:
     )
     done = Span(
         id="a2",
-        lane="0",
+        lane="node 0",
         pod="job-0-b",
         node="gpu-node-c",
         start=T0 + 55 * m,
@@ -112,7 +112,7 @@ def small_report() -> Report:
     )
     silent = Span(
         id="b1",
-        lane="1",
+        lane="node 1",
         pod="job-1-a",
         node="gpu-node-b",
         start=T0 + 1 * m,
@@ -122,10 +122,10 @@ def small_report() -> Report:
         first_step_at=T0 + 5 * m,
         commits=((200, T0 + 15 * m), (1000, T0 + 76 * m)),
     )
-    gaps = [Gap("0", T0 + 50 * m, T0 + 55 * m, "HANG"), Gap("1", T0, T0 + 1 * m, "start")]
+    gaps = [Gap("node 0", T0 + 50 * m, T0 + 55 * m, "HANG"), Gap("node 1", T0, T0 + 1 * m, "start")]
     productive = (37 - 4) * m + (120 - 61) * m
     return _report(
-        ["0", "1"],
+        ["node 0", "node 1"],
         [hang, done, silent],
         gaps,
         T0 + 120 * m,
@@ -140,7 +140,7 @@ def synthetic_report(attempts: int = 1000, lanes: int = 8, seed: int = 7) -> Rep
     lane succeeds. Spans and gaps tile each lane from the run's start to its end."""
     rng = random.Random(seed)
     rounds = attempts // lanes
-    names = [str(i) for i in range(lanes)]
+    names = [f"node {i}" for i in range(lanes)]
     spans: list[Span] = []
     gaps: list[Gap] = []
     buckets = {PRODUCTIVE: 0.0, INIT: 0.0, LOST: 0.0, STALLED: 0.0, DOWNTIME: 0.0}
@@ -297,14 +297,14 @@ def test_the_artists_do_not_grow_with_the_attempts() -> None:
 
 
 def test_a_big_gang_is_squeezed_onto_a_page() -> None:
-    """8 lanes: each labelled with its rank and node. 256 lanes: the figure stays about a
+    """8 lanes: each labelled with its node rank and node name. 256 lanes: the figure stays about a
     page tall, and labels are one line, on every few lanes."""
     few = figure(synthetic_report())
     labels = [t.get_text() for t in few.axes[0].get_yticklabels()]
-    assert labels[0].startswith("rank 0\n") and len(labels) == 8
+    assert labels[0].startswith("node 0\n") and len(labels) == 8
     many = figure(synthetic_report(attempts=512, lanes=256))
     labels = [t.get_text() for t in many.axes[0].get_yticklabels()]
-    assert labels[0] == "rank 0" and 256 / 4 <= len(labels) < 256
+    assert labels[0] == "node 0" and 256 / 4 <= len(labels) < 256
     assert not any("\n" in label for label in labels)
     assert many.get_figheight() < 16
 
@@ -312,17 +312,18 @@ def test_a_big_gang_is_squeezed_onto_a_page() -> None:
 def test_long_pod_and_node_names_keep_their_ends() -> None:
     small = small_report()
     pod, node = "llama-70b-train-worker-1-x7k2p", "gke-prod-a3-megagpu-pool-3-9f8e7d6c-q1w2"
-    rename = {"1": pod}
+    rename = {"node 1": pod}
     report = dataclasses.replace(
         small,
         lanes=tuple(rename.get(lane, lane) for lane in small.lanes),
         spans=tuple(
-            dataclasses.replace(s, lane=pod, node=node) if s.lane == "1" else s for s in small.spans
+            dataclasses.replace(s, lane=pod, node=node) if s.lane == "node 1" else s
+            for s in small.spans
         ),
         gaps=tuple(dataclasses.replace(g, lane=rename.get(g.lane, g.lane)) for g in small.gaps),
     )
     labels = [t.get_text() for t in figure(report).axes[0].get_yticklabels()]
-    assert labels[0] == "rank 0\n2 nodes"
+    assert labels[0] == "node 0\n2 nodes"
     first, second = labels[1].split("\n")
     assert first.startswith("llama-70b") and first.endswith("x7k2p") and len(first) <= 18
     assert second.startswith("gke-prod") and second.endswith("q1w2") and len(second) <= 18
