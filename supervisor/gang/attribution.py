@@ -61,7 +61,7 @@ Pure: no I/O, no clock of its own; safe on any thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from supervisor.core.events import Finding, Urgency
@@ -334,6 +334,30 @@ def _peer_left_by_claim(name: str, claim: Claim | None) -> PeerLeft:
     detail = {"peer": _peer_detail(peer), "ledger_object": name}
     finding = Finding("ledger", "peer_claim", summary, ExitCode.PEER_LEFT, Urgency.STOP, detail)
     return PeerLeft(peer, finding)
+
+
+def peer_named(evidence: Iterable[Finding]) -> PeerRef | None:
+    """The peer a PEER_LEFT finding among `evidence` names (the gang watchdog's, which
+    stopped this pod before its exit was attributed); None when none names one."""
+    for finding in evidence:
+        if finding.exit_code is not ExitCode.PEER_LEFT:
+            continue
+        detail = finding.detail.get("peer")
+        if isinstance(detail, Mapping) and isinstance(detail.get("via"), str):
+            rank = detail.get("nodeRank")
+            return PeerRef(
+                via=detail["via"],
+                id=_text(detail.get("attempt")),
+                pod=_text(detail.get("pod")),
+                node_rank=rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
+                node=_text(detail.get("node")),
+                name=_text(detail.get("class")),
+            )
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _peer_detail(peer: PeerRef) -> dict[str, object]:

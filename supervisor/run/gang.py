@@ -208,7 +208,8 @@ class Member:
         bounded_from = None
         if verdict.code in node_history.DEVICE_CLASSES:
             verdict, bounded_from = self._bound(verdict)
-        peer = None
+        # A pod the gang watchdog stopped is PEER_LEFT already; its finding names the peer.
+        peer = attribution.peer_named(verdict.evidence)
         needs_peers = verdict.code not in (ExitCode.SUCCEEDED, ExitCode.PEER_LEFT)
         if bounded_from is None and needs_peers and self.identity.multi_node:
             decision = self._attribute(verdict, role)

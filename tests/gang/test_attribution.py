@@ -376,6 +376,22 @@ def test_attributed_rewrites_the_verdict_only_for_peer_left() -> None:
     assert kept == (ExitCode.HANG, "stalled", (mine,))
 
 
+def test_the_peer_a_stopping_finding_names_is_recovered_from_the_evidence() -> None:
+    # The gang watchdog stops a pod with its finding only; the verdict record still names
+    # the peer, by verdict or by claim.
+    mine = Finding("hang", "heartbeat_stall", "stalled", ExitCode.HANG, Urgency.STOP)
+    ledger = Ledger()
+    me, peer = start(ledger, 0), start(ledger, 1)
+    ledger.write(verdict(peer, ExitCode.DEVICE_FAILED, CAUSE, T0 + 5))
+    left = ask(me, ExitCode.HANG, SYMPTOM, ledger)
+    assert isinstance(left, PeerLeft)
+    assert attribution.peer_named([mine, left.finding]) == left.peer
+    assert left.peer.name == "DEVICE_FAILED"
+    assert attribution.peer_named([mine]) is None
+    unreadable = attribution._peer_left_by_claim("claims/x.json", None)
+    assert attribution.peer_named([unreadable.finding]) == attribution.PeerRef("claim")
+
+
 # --- the protocol: exactly one pod keeps a counted class ---------------------------------------
 
 

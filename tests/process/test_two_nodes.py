@@ -129,7 +129,12 @@ def test_a_peer_verdict_stops_a_node_blocked_in_a_collective_at_once(tmp_path) -
     nodes = two_nodes(tmp_path / "ckpt", tmp_path, "run", *FAST_GANG, script=script)
     assert finish(nodes[1], timeout=90) == 80
     assert finish(nodes[0], timeout=60) == 87
-    verdict_at = ledger_verdicts(tmp_path / "ckpt")["train-1"]["wall"]
+    verdicts = ledger_verdicts(tmp_path / "ckpt")
+    verdict_at = verdicts["train-1"]["wall"]
+    # The record names the peer as the stopping finding did, so the report charges the
+    # incident to its class, not to PEER_LEFT.
+    assert verdicts["train-0"]["peer"]["pod"] == "train-1"
+    assert verdicts["train-0"]["peer"]["name"] == "TRAINING_FAILED"
     exit_event = events(tmp_path, "run0")[-1]
     assert exit_event["event"] == "exit"
     stopped_after = _wall(exit_event["time"]) - verdict_at
