@@ -81,11 +81,11 @@ def test_each_verdict_carries_the_progress_of_its_attempt(two_pods: tuple[Path, 
         assert progress.step_time_stdev_s is not None
         # Every save sat in the `checkpoint` phase, not in steady steps.
         assert verdict.times.phases_s["checkpoint"] >= len(saved) * SAVE_S - 0.2
-    assert first.progress.first_step == 1
+    # The first step seen is the one the first look (every 0.1 s) found: a few steps in.
+    assert first.progress.first_step is not None and 1 <= first.progress.first_step < 30
     assert first.progress.last_step == 150
     assert "restore" not in first.times.phases_s
-    # Resumed at 150: the first step seen is the first look's, a few steps later.
-    assert 150 < second.progress.first_step < 175
+    assert second.progress.first_step is not None and 150 < second.progress.first_step < 180
     assert second.progress.last_step == 250
     assert second.times.phases_s["restore"] >= SAVE_S - 0.1  # loading is not init
 
