@@ -124,9 +124,11 @@ METRICS = (
         "gauge",
         ("bucket",),
         "The running attempt's seconds so far by bucket, adding up to the time charged: "
-        "`init` and each named phase (by its name) as in `supervise_phase_seconds_total`, "
+        "`init` and each named phase (by its name, `phase:NAME` for one named like a "
+        "bucket) as in `supervise_phase_seconds_total`, "
         "and its steady steps split in three: `committed` (up to the newest checkpoint "
-        "commit), `uncommitted` (after it, lost if the attempt failed now) and `stalled` "
+        "commit), `uncommitted` (after it, to the last step: lost if the attempt failed now) "
+        "and `stalled` "
         "(after the last step any rank took).",
     ),
     Metric(

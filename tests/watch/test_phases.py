@@ -260,3 +260,18 @@ def test_a_verdict_carries_what_the_clock_measured_and_the_report_splits_it() ->
     )
     assert first.commits == ((100, wall + 13.0),)
     assert first.lost == (wall + 13.0, wall + 18.0)
+
+
+def test_a_phase_named_like_a_bucket_keeps_its_own_bucket() -> None:
+    clock = PhaseClock(since=0.0)
+    feed(
+        clock,
+        (1.0, (slot(0, 1),)),
+        (2.0, (slot(0, 1, "stalled"),)),  # a user's phase, not the stalled steps
+        (3.0, (slot(0, 2),)),
+    )
+    account = clock.account()
+    assert account is not None
+    buckets = account.buckets()
+    assert buckets["phase:stalled"] == 1.0 and buckets["stalled"] == 0.0
+    assert buckets["uncommitted"] == 1.0
