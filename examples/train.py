@@ -67,6 +67,12 @@ def main() -> int:
     parser.add_argument("--step-time", type=float, default=0.0, help="extra seconds per step")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument(
+        "--checkpoint-time",
+        type=float,
+        default=0.0,
+        help="extra seconds per save and per load, as a large model's checkpoint takes",
+    )
+    parser.add_argument(
         "--checkpoint-dir",
         default=os.environ.get("SUPERVISE_CHECKPOINT_DIR"),
         help="where checkpoints go (default: what `supervise --checkpoint-dir` passes)",
@@ -87,12 +93,14 @@ def main() -> int:
 
     step = 0
     if store.latest() is not None:  # a rescheduled pod continues where the last one stopped
-        state = store.load()
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        supervisor.rng.restore(state["rng"])  # this rank's dropout stream, exactly
-        step = state["step"]
+        with sup.phase("restore"):  # supervise: this time is restore, not init
+            time.sleep(args.checkpoint_time)  # stands in for a large model's load
+            state = store.load()
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            supervisor.rng.restore(state["rng"])  # this rank's dropout stream, exactly
+            step = state["step"]
         if rank == 0:
             print(f"resumed from step {step}", flush=True)
     net = DistributedDataParallel(model) if distributed else model
@@ -108,14 +116,16 @@ def main() -> int:
     )
 
     def save(reason: str) -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "rng": supervisor.rng.capture(),  # every rank's generators (a collective)
-            "step": step,
-        }
-        store.save(step, state, reason=reason)  # on every rank; on_commit tells supervise
+        with sup.phase("checkpoint"):  # supervise: this time is saving, not training
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": supervisor.rng.capture(),  # every rank's generators (a collective)
+                "step": step,
+            }
+            time.sleep(args.checkpoint_time)  # stands in for a large model's save
+            store.save(step, state, reason=reason)  # on every rank; on_commit tells supervise
 
     batches = iter(loader)
     while step < args.steps:

@@ -7,7 +7,8 @@ Two sources, both read only when Prometheus scrapes:
   requests and commits, and the GPUs a device finding named. `write` only counts, under a
   lock; it never blocks on the network.
 - **The channel**, through the sampler's `LiveView` (`supervisor.watch.live`): each rank's
-  step, heartbeat age and steady step time, and the attempt's time per phase.
+  step, heartbeat age and steady step time, the attempt's time per phase, and the same
+  time split by whether its steps are committed yet (`PhaseClock`'s `Account.buckets`).
 
 `METRICS` is the one list of what is exposed; the README's table is generated from it
 (`markdown_table`) and a test keeps them equal. The HTTP server is `prometheus_client`'s
@@ -118,6 +119,25 @@ METRICS = (
         "steps (`steps`), or in a named phase (`with sup.phase(NAME)`); restarts at 0 "
         "with each attempt.",
     ),
+    Metric(
+        "supervise_attempt_seconds",
+        "gauge",
+        ("bucket",),
+        "The running attempt's seconds so far by bucket, adding up to the time charged: "
+        "`init` and each named phase (by its name, `phase:NAME` for one named like a "
+        "bucket) as in `supervise_phase_seconds_total`, "
+        "and its steady steps split in three: `committed` (up to the newest checkpoint "
+        "commit), `uncommitted` (after it, to the last step: lost if the attempt failed now) "
+        "and `stalled` "
+        "(after the last step any rank took).",
+    ),
+    Metric(
+        "supervise_attempt_goodput_ratio",
+        "gauge",
+        (),
+        "The running attempt's `committed` seconds over the seconds since it started: "
+        "its goodput so far, as `supervise report` would count it if it failed now.",
+    ),
 )
 _BY_NAME = {metric.name: metric for metric in METRICS}
 _SICK = (ExitCode.DEVICE_FAILED, ExitCode.DEVICE_DEGRADED)
@@ -226,6 +246,12 @@ def families(counts: Counts, live: LiveView, now_ns: int) -> Iterator[tuple[Metr
         for name, seconds in times.phases_s.items():  # a phase named "init" adds up
             phases[name] = phases.get(name, 0.0) + seconds
     yield m["supervise_phase_seconds_total"], [((k,), v) for k, v in sorted(phases.items())]
+    account = live.account()
+    buckets = account.buckets() if account is not None else {}
+    yield m["supervise_attempt_seconds"], [((k,), v) for k, v in buckets.items()]
+    goodput = account.goodput if account is not None else None
+    ratio = [] if goodput is None else [((), round(goodput, 4))]
+    yield m["supervise_attempt_goodput_ratio"], ratio
 
 
 class Metrics:

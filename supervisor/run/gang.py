@@ -45,7 +45,7 @@ from supervisor.core.exitcodes import ExitCode, JobAction
 from supervisor.gang import attribution, node_history, records, roles
 from supervisor.gang.options import EARLY_IO_TIMEOUT, GangOptions, Identity
 from supervisor.gang.records import AttemptStart, LedgerView, PhaseTimes, Role, Verdict
-from supervisor.watch.phases import Times
+from supervisor.watch.phases import StepProgress, Times
 
 T = TypeVar("T")
 
@@ -116,7 +116,11 @@ class Member:
     # ---------------------------------------------------------------------- the attempt
 
     def begin(self, attempt: int, resume_step: int | None) -> None:
-        """Join the gang for attempt `attempt` (1 first): list, then write the start."""
+        """Join the gang for attempt `attempt` (1 first): list, then write the start.
+
+        The start's wall time is read first, before the ledger is listed: a verdict's
+        progress offsets are measured from about then (`Session.attempt_env`)."""
+        wall = self.clock.wall()
         ident = self.identity
         names = self._io("list the ledger", lambda: self.ledger.list())
         self.seen_at_start = frozenset(names) if names is not None else None
@@ -126,7 +130,7 @@ class Member:
         self.me = AttemptStart(
             id=records.attempt_id(ident.pod, restart_count, attempt, records.new_nonce()),
             pod=ident.pod,
-            wall=self.clock.wall(),
+            wall=wall,
             node_rank=ident.node_rank,
             namespace=ident.namespace,
             node=ident.node,
@@ -305,6 +309,7 @@ class Member:
             times=report.times,
             peer=peer,
             bounded_from=bounded_from,
+            progress=report.progress,
         )
         self._written = record
         self._io(
@@ -353,6 +358,7 @@ class VerdictFacts:
     last_steps: Mapping[int, int]
     last_committed_step: int | None
     times: PhaseTimes = field(default_factory=PhaseTimes)
+    progress: records.Progress | None = None  # None: not measured (a failed preflight)
 
 
 def _role(verdict: Exit) -> Role | None:
@@ -412,10 +418,22 @@ class _GangStop:
         return left.finding
 
 
-def facts(slots: Sequence[Slot], times: Times | None = None) -> VerdictFacts:
-    """`VerdictFacts` from the channel's slots (each rank's last step, the newest commit)
-    and the attempt's `PhaseClock` totals."""
+def facts(
+    slots: Sequence[Slot], times: Times | None = None, progress: StepProgress | None = None
+) -> VerdictFacts:
+    """`VerdictFacts` from the channel's slots (each rank's last step, the newest commit;
+    pass only the attempt's own, `PhaseClock.current`) and the attempt's `PhaseClock`
+    totals and progress."""
     steps = {slot.rank: slot.step for slot in slots if slot.step >= 0}
     commits = [slot.ckpt_step for slot in slots if slot.ckpt_step >= 0]
     spent = PhaseTimes(*times) if times is not None else PhaseTimes()
-    return VerdictFacts(steps, max(commits) if commits else None, spent)
+    made = _progress(progress) if progress is not None else None
+    return VerdictFacts(steps, max(commits) if commits else None, spent, made)
+
+
+def _progress(seen: StepProgress) -> records.Progress:
+    """The ledger's form of what the phase clock saw: at most MAX_COMMIT_MARKS, the newest."""
+    marks = seen.commits[-records.MAX_COMMIT_MARKS :]
+    return records.Progress(
+        **{**seen._asdict(), "commits": tuple(records.CommitMark(*mark) for mark in marks)}
+    )

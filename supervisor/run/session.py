@@ -32,6 +32,7 @@ from supervisor.child_contract import ENV_RESTART_COUNT, ENV_RESUME_STEP
 from supervisor.core import outputs as out
 from supervisor.core.actions import AnswerRequests, Exit, RequestCheckpoint
 from supervisor.core.classify import worker_error_finding
+from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import SuperviseError
 from supervisor.core.events import Finding, Source, Urgency, Watchdog
 from supervisor.core.exitcodes import ExitCode
@@ -83,8 +84,10 @@ class Session:
         notes: Sequence[str] = (),
         member: Member | None = None,
         live: LiveView | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.plan = plan
+        self.clock = clock or SystemClock()
         self.live = live  # fed by every attempt's sampler, for the metrics endpoint
         self.channel = channel
         self.activity = activity
@@ -108,7 +111,7 @@ class Session:
             timeout=plan.hang.stack_timeout,
         )
         self.hang = HangWatcher(plan.hang, calibration, collect_stacks=self._collect)
-        self.phases = PhaseClock()  # replaced for every attempt
+        self.phases = PhaseClock()  # replaced for every attempt, by `attempt_env`
         # StorageError: INFRA_FAILED before anything starts.
         self.resume_step = resume() if resume is not None else None
 
@@ -123,6 +126,7 @@ class Session:
         notes: Sequence[str] = (),
         member: Member | None = None,
         live: LiveView | None = None,
+        clock: Clock | None = None,
     ) -> Session:
         """Create the channel and the stacks directory inside `plan.run_dir`.
 
@@ -142,6 +146,7 @@ class Session:
                 notes=notes,
                 member=member,
                 live=live,
+                clock=clock,
             )
         except BaseException:
             channel.close()
@@ -175,6 +180,9 @@ class Session:
                 self.resume_step = self._resume()
         step = self.resume_step
         publish_attempt(self.channel, step, attempt)
+        # The attempt's clock starts here, as its ledger record's wall time does (read next,
+        # first thing in `begin`): progress offsets are measured from both alike.
+        self.phases = PhaseClock(self.clock.monotonic())  # fed once the child started
         if self.member is not None:
             self.member.begin(attempt + 1, step)
         env = {**self.plan.env, ENV_RESTART_COUNT: str(attempt)}
@@ -187,7 +195,6 @@ class Session:
         (the hang watcher carries what the last attempt learnt)."""
         plan = self.plan
         self.hang = HangWatcher(plan.hang, self.hang.calibration, collect_stacks=self._collect)
-        self.phases = PhaseClock()
         watchers: list[Watcher] = [
             self.hang,
             HandshakeWatcher(),
@@ -269,7 +276,8 @@ class Session:
     def _facts(self) -> VerdictFacts:
         from supervisor.run.gang import facts
 
-        return facts(self.channel.read_slots(), self.phases.times())
+        phases = self.phases  # `current`: a restart in place leaves the last attempt's slots
+        return facts(phases.current(self.channel.read_slots()), phases.times(), phases.progress())
 
     def close(self, code: ExitCode, outputs: Outputs) -> None:
         """Persist the calibration, release the channel, tidy the run directory."""

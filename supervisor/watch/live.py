@@ -3,13 +3,14 @@
 `LiveView` is a watcher (`supervisor.watch.sample`) fed by the attempt's sampler like the
 others. It keeps, per rank, what the newest sample showed (step, last heartbeat, whether it
 still runs) and the rank's latest steady step time (`Sample.intervals`, computed once, by
-the sampler), and it points at the attempt's `PhaseClock` for where the time went. It
-decides nothing and reports nothing.
+the sampler), and it points at the attempt's `PhaseClock` for where the time went and how
+much of it is committed. It decides nothing and reports nothing.
 
 Guarantees: `observe` and `begin` run on one thread at a time (the sampler's, the loop's
-between attempts); `ranks`, `times` and `gpus` may be read from any thread and return
-what one sample showed, never a mix of two (each sample replaces the whole table in one
-assignment). The values are as old as the last sample (the sampler reads every 0.1 s).
+between attempts); `ranks`, `times`, `account` and `gpus` may be read from any thread and
+return what one sample showed, never a mix of two (each sample replaces the whole table in
+one assignment; the phase clock answers under its lock). The values are as old as the last
+sample (the sampler reads every 0.1 s).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from supervisor.channel import SlotState
-from supervisor.watch.phases import PhaseClock, Times
+from supervisor.watch.phases import Account, PhaseClock, Times
 from supervisor.watch.sample import Sample, Seen
 
 
@@ -52,7 +53,8 @@ class LiveView:
         measured = {interval.slot.rank: interval.seconds for interval in sample.intervals}
         before = self._ranks
         ranks = {}
-        for slot in sample.slots:
+        phases = self._phases  # its attempt's slots: not those a restart in place left
+        for slot in phases.current(sample.slots) if phases is not None else sample.slots:
             last = before.get(slot.rank)
             step_s = measured.get(slot.rank, last.step_s if last is not None else None)
             running = slot.state is SlotState.RUNNING
@@ -68,3 +70,9 @@ class LiveView:
         """Where the current attempt's time went so far; None before the first attempt."""
         phases = self._phases
         return phases.times() if phases is not None else None
+
+    def account(self) -> Account | None:
+        """The current attempt's times, progress and elapsed time, from one sample; None
+        before its first."""
+        phases = self._phases
+        return phases.account() if phases is not None else None

@@ -135,6 +135,15 @@ def test_a_run_is_scraped_live_from_start_to_a_degraded_gpu(tmp_path: Path) -> N
         assert 0 <= done[("supervise_checkpoint_request_to_commit_seconds", ())] < 5
         phase = {k[1][0][1]: v for k, v in done.items() if k[0] == "supervise_phase_seconds_total"}
         assert phase["eval"] >= 0.2 and phase["steps"] > 0 and phase["init"] >= 0, phase
+        bucket = {k[1][0][1]: v for k, v in done.items() if k[0] == "supervise_attempt_seconds"}
+        assert set(bucket) == {"init", "eval", "committed", "uncommitted", "stalled"}, bucket
+        assert bucket["eval"] == phase["eval"] and bucket["committed"] > 0, bucket
+        steps = bucket["committed"] + bucket["uncommitted"] + bucket["stalled"]
+        assert steps == pytest.approx(phase["steps"], abs=0.2)  # two looks, 0.1 s apart
+        ratio = done[("supervise_attempt_goodput_ratio", ())]
+        assert 0 < ratio < 1
+        # committed over the ratio is the attempt's elapsed time: at least what was charged
+        assert bucket["committed"] / ratio >= sum(bucket.values()) - 0.01
         text = _scrape(port)
         promtool = shutil.which("promtool")
         if promtool:
@@ -257,4 +266,42 @@ def test_the_counts_follow_the_typed_outputs_across_a_restart() -> None:
     assert got["supervise_checkpoint_last_step"] == [((), 9)]
     assert got["supervise_checkpoint_request_to_commit_seconds"] == [((), 3.0)]
     assert got["supervise_rank_step"] == [] and got["supervise_phase_seconds_total"] == []
+    assert got["supervise_attempt_seconds"] == [] and got["supervise_attempt_goodput_ratio"] == []
     assert list(got) == [m.name for m in metrics.METRICS]  # every metric, in the table's order
+
+
+def test_the_attempt_s_time_is_split_by_what_its_commits_keep() -> None:
+    from supervisor.channel import Slot, SlotState
+    from supervisor.watch.live import LiveView
+    from supervisor.watch.phases import PhaseClock
+    from supervisor.watch.sample import Sample
+
+    def sample(now: float, step: int, ckpt: int = -1, phase: str = "") -> Sample:
+        beat = round(now * 1e9)
+        return Sample((Slot(0, 7, SlotState.RUNNING, step, beat, ckpt, 0, phase),), now)
+
+    live, clock = LiveView(), PhaseClock(since=100.0)
+    live.begin(clock)
+    for seen in (
+        sample(102.0, -1, phase="restore"),
+        sample(103.0, 1),
+        sample(107.0, 40, ckpt=40),
+        sample(108.0, 50),
+        sample(110.0, 50),
+    ):
+        clock.observe(seen)
+        live.observe(seen)
+    got = {m.name: samples for m, samples in metrics.families(metrics.Counts(), live, 0)}
+    assert sorted(got["supervise_attempt_seconds"]) == [
+        (("committed",), 4.0),
+        (("init",), 1.0),
+        (("restore",), 2.0),
+        (("stalled",), 2.0),
+        (("uncommitted",), 1.0),
+    ]
+    assert got["supervise_attempt_goodput_ratio"] == [((), 0.4)]
+    assert got["supervise_rank_step"] == [(("0",), 50)]
+    # A restart in place: the new attempt's clock does not show the old rank's slot.
+    live.begin(PhaseClock(since=200.0))
+    live.observe(sample(110.0, 50))
+    assert live.ranks() == ()
