@@ -134,9 +134,13 @@ class DirectSink:
             raise ValueError("buffers must be whole pages and the alignment divide a page")
         self.alignment = alignment
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self.direct = _set_direct(self.fd, True)
+        try:
+            self.direct = _set_direct(self.fd, True)
+            self._buffers = _POOL.take(buffers, buffer_bytes)
+        except BaseException:
+            os.close(self.fd)  # the file itself goes with the caller's attempt directory
+            raise
         self.size = 0  # bytes handed to write() so far
-        self._buffers = _POOL.take(buffers, buffer_bytes)
         self._free: queue.Queue[int] = queue.Queue()
         for i in range(1, buffers):
             self._free.put(i)

@@ -18,7 +18,9 @@ import torch
 
 from supervisor.core.errors import StorageError
 from supervisor.storage import CheckpointStore, directsink
+from supervisor.storage.backend import Storage
 from supervisor.storage.directsink import DirectSink
+from supervisor.storage.rename_commit import LocalSink
 
 MIB = 1 << 20
 
@@ -36,9 +38,13 @@ def payload(size: int) -> bytes:
 
 def write_in_pieces(sink: DirectSink, data: bytes, piece: int) -> None:
     view = memoryview(data)
-    for start in range(0, len(data), piece):
-        sink.write(view[start : start + piece])
-    sink.close()
+    try:
+        for start in range(0, len(data), piece):
+            sink.write(view[start : start + piece])
+        sink.close()
+    except BaseException:
+        sink.discard()  # as the writer does: no thread or descriptor left behind
+        raise
 
 
 @pytest.mark.parametrize(
@@ -81,6 +87,22 @@ def test_discard_stops_without_raising_and_leaves_the_file_to_the_caller(tmp_pat
     assert sink.fd == -1
 
 
+def test_only_large_files_on_a_disk_filesystem_take_the_direct_sink(tmp_path: Path) -> None:
+    strategy = Storage(str(direct_dir(tmp_path))).strategy
+    cases = [("large", directsink.MIN_BYTES, DirectSink), ("small", 4096, LocalSink)]
+    cases.append(("unknown", None, LocalSink))  # a size not given: the manifest, the marker
+    for name, size, kind in cases:
+        sink = strategy.sink(str(tmp_path / name), size)
+        sink.discard()
+        assert type(sink) is kind, name
+
+
+def test_tmpfs_keeps_the_buffered_sink() -> None:
+    if directsink.filesystem_of("/dev/shm") != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm here")
+    assert not directsink.usable("/dev/shm", 1 << 30)
+
+
 def run_root(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True)
 
@@ -108,9 +130,9 @@ def ext4_mount(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]
         try:
             yield mount
         finally:
-            run_root("umount", str(mount))
+            run_root("umount", "--lazy", str(mount))  # lazy: a failed test may hold a file
     finally:
-        run_root("losetup", "--detach", device)
+        run_root("losetup", "--detach", device)  # with a lazy umount, detaches when free
 
 
 @pytest.mark.parametrize("ext4_mount", [(24, 4096)], indirect=True)
