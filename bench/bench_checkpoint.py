@@ -12,6 +12,10 @@ warm-up round that is not counted:
 * async stall: how long `save_async` blocks (the snapshot) against a sync save;
 * load: `CheckpointStore.load` (checksums verified) against `torch.load(weights_only=True)`.
 
+Every side writes a new file and deletes its own previous one right after its own timed
+write (our retention does the same after each commit), and every load reads from the disk:
+the files are dropped from the page cache first (fadvise DONTNEED).
+
 Each location is measured on its own: tmpfs (/dev/shm, the disk out of the picture) and a
 directory on a disk (default /var/tmp; the filesystem type of each is printed). Targets:
 save >= 1.5x torch.save+fsync on disk, >= 0.9x raw on disk and tmpfs, stall <= 0.05x sync,
@@ -116,44 +120,60 @@ def fs_type(path: str) -> str:
     return kind
 
 
+def evict(root: Path) -> None:
+    """Drop every file under `root` from the page cache (written back first), so each load
+    reads from the disk whichever side wrote through the cache. A no-op on tmpfs, where the
+    page cache is the storage."""
+    os.sync()
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def measure(directory: str, state: dict, tensors: list, rounds: int) -> dict[str, list[float]]:
     """Every side's time per round (the warm-up round dropped) for one location."""
     root = Path(tempfile.mkdtemp(prefix="bench-ckpt-", dir=directory))
     names = ("ours", "torch", "raw", "stall", "load", "torch_load")
     times: dict[str, list[float]] = {k: [] for k in names}
-    fresh = {"torch": root / "torch.pt", "raw": root / "raw.bin"}  # the file each side writes
     try:
         store = CheckpointStore(root / "store", keep_last=2)
         store.save_async(0, state)  # allocates the snapshot buffer, reused from then on
         store.wait()
         for r in range(rounds + 1):
             step = 2 * r + 1
+            # Each side writes a new file and deletes its previous one right after its own
+            # timed write, untimed, as our retention does after a commit. Freed pages are
+            # what the next writer allocates (and on a VM, what the host may have taken
+            # back), so a side that deleted just before its timer would pay differently.
+            fresh = {side: root / f"{side}-{r % 2}" for side in ("torch", "raw")}
+            stale = {side: root / f"{side}-{1 - r % 2}" for side in ("torch", "raw")}
             jobs = [
-                ("torch", lambda: torch_save(state, fresh["torch"])),
-                ("raw", lambda: raw_write(tensors, fresh["raw"])),
+                ("torch", lambda f=fresh: torch_save(state, f["torch"])),
+                ("raw", lambda f=fresh: raw_write(tensors, f["raw"])),
                 ("ours", lambda s=step: store.save(s, state)),
             ]
             jobs = jobs[r % 3 :] + jobs[: r % 3]
             for name, job in jobs:
-                # Every side writes a fresh file: deleting the previous one (our retention
-                # runs in the background) is kept out of every timer.
-                if name in fresh:
-                    fresh[name].unlink(missing_ok=True)
-                store.wait()
                 os.sync()
                 times[name].append(timed(job))
-            store.wait()
+                if name in stale:
+                    stale[name].unlink(missing_ok=True)
+                store.wait()  # our retention, started by the commit
             os.sync()
             times["stall"].append(timed(lambda s=step: store.save_async(s + 1, state)))
             store.wait()
             # Freed memory is reused by the next allocation, so whichever loads second
-            # skips page faults: alternate.
+            # skips page faults: alternate. Both read from the disk (see `evict`).
             loads = [
                 ("load", lambda s=step: store.load(s)),
-                ("torch_load", lambda: torch.load(fresh["torch"], weights_only=True)),
+                ("torch_load", lambda f=fresh: torch.load(f["torch"], weights_only=True)),
             ]
             for name, job in loads if r % 2 == 0 else loads[::-1]:
-                os.sync()
+                evict(root)
                 times[name].append(timed(job))
         store.close()
     finally:

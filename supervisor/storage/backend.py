@@ -233,9 +233,10 @@ class Storage:
         with self.guard(f"creating {directory}"):
             return self.strategy.begin(step, attempt)
 
-    def sink(self, path: str) -> Sink:
+    def sink(self, path: str, size: int | None = None) -> Sink:
+        """A new file at `path`; `size` (when known) lets the strategy pick how to write."""
         with self.guard(f"creating {path}"):
-            return self.strategy.sink(path)
+            return self.strategy.sink(path, size)
 
     def put(self, path: str, data: bytes) -> None:
         """A small new file; durable once the step commits."""

@@ -57,7 +57,7 @@ class MarkerCommit(CommitStrategy):
     def begin(self, step: int, attempt: str) -> str:
         return self.attempt_dir(step, attempt)  # object stores have no directories to make
 
-    def sink(self, path: str) -> FsspecSink:
+    def sink(self, path: str, size: int | None = None) -> FsspecSink:
         return FsspecSink(self.fs, path)
 
     def commit(self, step: int, attempt: str, marker: bytes) -> bool:

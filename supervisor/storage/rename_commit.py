@@ -4,7 +4,9 @@ A save writes `step_N.tmp-<attempt>/<attempt>/...` (data files opened O_EXCL), t
 `COMMITTED` beside it, fsyncs every file and directory of the staging tree (concurrently,
 so they share journal commits), renames the staging directory to `step_N`, and fsyncs the
 root. rename(2) onto a non-empty directory fails with ENOTEMPTY/EEXIST, so a committed step
-is never replaced.
+is never replaced. A data file of at least `directsink.MIN_BYTES` on ext4 or xfs is written
+with O_DIRECT (`directsink.DirectSink`, around the page cache); everything else through the
+page cache (`LocalSink`). Both are made durable by the same fsync before the rename.
 
 Failure windows: none for readers; the step appears whole or not at all. A crash leaves a
 staging directory, which the store's `cleanup` removes after a later commit.
@@ -28,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from supervisor.core.errors import ConfigError
-from supervisor.storage import checksum, dcp_guard, layout, localfile, tensorfile
+from supervisor.storage import checksum, dcp_guard, directsink, layout, localfile, tensorfile
+from supervisor.storage.directsink import DirectSink
 from supervisor.storage.strategy import CommitStrategy
 
 # Writeback is started for every this many bytes written (see `localfile.start_writeback`).
@@ -110,7 +113,11 @@ class RenameCommit(CommitStrategy):
         os.makedirs(directory, exist_ok=False)
         return directory
 
-    def sink(self, path: str) -> LocalSink:
+    def sink(self, path: str, size: int | None = None) -> LocalSink | DirectSink:
+        # Large files on a disk filesystem bypass the page cache (see `directsink`); small
+        # ones, and every file on tmpfs or an unknown filesystem, are written buffered.
+        if directsink.usable(os.path.dirname(path), size):
+            return DirectSink(path)
         return LocalSink(path)
 
     def commit(self, step: int, attempt: str, marker: bytes) -> bool:

@@ -64,8 +64,10 @@ class CommitStrategy(ABC):
         """Prepare `attempt_dir` for new files and return it."""
 
     @abstractmethod
-    def sink(self, path: str) -> Sink:
-        """A new file at `path` (which must not exist). Durable once the step commits."""
+    def sink(self, path: str, size: int | None = None) -> Sink:
+        """A new file at `path` (which must not exist). Durable once the step commits.
+        `size`, when known, is how many bytes will be written (a strategy may pick how
+        to write by it); the bytes written decide the file's length, not `size`."""
 
     def write_new(self, path: str, data: bytes) -> None:
         """A small new file, written whole; a failed write leaves no completed file."""

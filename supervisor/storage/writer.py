@@ -49,7 +49,7 @@ def write_attempt(
     def write(job: tuple[tensorfile.Plan, list[memoryview]]) -> layout.FileEntry:
         plan, bodies = job
         path = f"{directory}/{plan.name}"
-        sink = storage.sink(path)
+        sink = storage.sink(path, plan.size)
         with storage.guard(f"writing {path}"):
             try:
                 digest = tensorfile.write_file(sink, plan, bodies)
