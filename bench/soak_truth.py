@@ -14,9 +14,10 @@ Buckets, per pod, add up to `end - start` exactly (the names are `supervisor.gan
   kept step is the one the lane's next pod resumed from (its load; 0 if it loaded nothing);
   for a lane's last pod, its own last save (`keep_last=True`: all its steps, for a run
   that is taken to go on);
-- stalled: from the last step to the trainer's death, less saves in that stretch (a hang
-  until it was seen, a peer's death until it was noticed, the trainer's own shutdown);
-- teardown: from the trainer's death to the pod's end.
+- stalled: from the last step until the trainer stopped, less saves in that stretch (a hang
+  until it was seen, a peer's death until it was noticed). The trainer stopped when its
+  script returned or raised (the wrapper's `exit` record) or, killed, when it died;
+- teardown: from then to the pod's end (interpreter exit, torchrun, supervise).
 
 Per lane, downtime is every stretch of the run's span (first start to last end) in which
 the lane had no pod. Pure: no I/O.
@@ -100,7 +101,8 @@ def pod_buckets(pod: PodBooks, kept: int | None) -> dict[str, float]:
     steps = [(r["step"], r["wall"]) for r in records if r["event"] == "step"]
     saves = _spans(records, "save")
     loads = _spans(records, "load")
-    died = min(pod.trainer_exit or pod.end, pod.end)
+    left = [r["wall"] for r in records if r["event"] == "exit"]
+    died = min([pod.trainer_exit or pod.end, pod.end, *left])
     out = dict.fromkeys(("productive", "init", "restore", "checkpoint"), 0.0)
     out["restore"] = sum(b - a for a, b in loads)
     out["checkpoint"] = sum(b - a for a, b in saves)
