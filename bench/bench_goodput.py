@@ -334,7 +334,9 @@ class Soak:
             if plain and pod.kill_at is None:
                 pod.proc.terminate()
                 pod.kill_at = now + 10
-            elif (plain and now >= pod.kill_at) or (not plain and now - min(ended) >= GONE):
+            elif (plain and now >= pod.kill_at) or (
+                not plain and pod.kill_at is None and now - min(ended) >= GONE
+            ):
                 if not plain:
                     print(f"  !! {pod.name} still up {GONE:.0f} s after its gang: SIGKILL")
                 pod.proc.kill()
