@@ -476,6 +476,33 @@ def per_pod(real: Truth, report: dict, books: dict) -> None:
         )
 
 
+EXPECTED = {  # the class that should hold each injected fault
+    "sigterm": "PREEMPTED",
+    "degrade": "DEVICE_DEGRADED",
+    "xid": "DEVICE_FAILED",
+    "hang": "HANG",
+    "exception": "TRAINING_FAILED",
+}
+
+
+def causes(report: dict, books: dict) -> None:
+    """The report's interruptions by class against the faults injected (and the drain's
+    PREEMPTED pods), and its badput by cause."""
+    expected: dict[str, int] = {}
+    for fault in books["faults"]:
+        if fault["fired"]:
+            name = EXPECTED[fault["kind"]]
+            expected[name] = expected.get(name, 0) + 1
+    drained = sum(1 for p in books["pods"] if p["disrupted"]) - expected.get("PREEMPTED", 0)
+    expected["PREEMPTED"] = expected.get("PREEMPTED", 0) + drained
+    got = report["interruptions"]["by_class"]
+    match = "same" if dict(sorted(got.items())) == dict(sorted(expected.items())) else "DIFFER"
+    print(f"\n  interruptions by class: report {dict(sorted(got.items()))}")
+    print(f"                          faults  {dict(sorted(expected.items()))}  ({match})")
+    badput = {c: round(sum(b.values()), 1) for c, b in report["by_cause"].items()}
+    print(f"  badput by cause (report, s): {badput}")
+
+
 def score(where: Path, args: argparse.Namespace) -> tuple[float, bool]:
     books, pods = load(where / "supervise")
     real = truth(pods)
@@ -488,6 +515,7 @@ def score(where: Path, args: argparse.Namespace) -> tuple[float, bool]:
         print(f"  the Job failed: {books['failed_job']}")
     ok = compare(real, report, args.tolerance)
     per_pod(real, report, books)
+    causes(report, books)
     print(f"\n  report vs truth: {'PASS' if ok else 'FAIL'} at {args.tolerance:g} pp per bucket")
     return real.goodput, ok
 
