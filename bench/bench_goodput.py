@@ -90,6 +90,7 @@ TICK = 0.05
 # soak has. At 200 (~22 s) a plain run's generation seldom lives long enough to save at all,
 # and the baseline keeps nothing; real jobs save far more often than they fail.
 CHECKPOINT_EVERY = 100
+JOB = RenderOptions(name="train", image="soak", command=("bench/soak_trainer.py",))
 HEALTHY = {"gpus": 1, "timeline": []}
 SCENARIOS = {
     "degrade": {"set": {"clock_event_reasons": 64, "temperature_c": 84}},  # HW thermal
@@ -168,10 +169,9 @@ class Soak:
         self.nodes = [0, 0]  # per lane: how many times its node was replaced
         self.counted = 0
         self.failed_job: str | None = None
-        self.policy = render_job(RenderOptions(name="train", image="soak", command=("x",)))[1][
-            "spec"
-        ]["podFailurePolicy"]
-        self.backoff_limit = RenderOptions(name="train", image="soak", command=("x",)).backoff_limit
+        job = render_job(JOB)[1]  # [0] is the headless Service
+        self.policy = job["spec"]["podFailurePolicy"]
+        self.backoff_limit = job["spec"].get("backoffLimit", JOB.backoff_limit)
         for folder in ("logs", "records", "control"):
             (where / folder).mkdir(parents=True, exist_ok=True)
 
