@@ -556,6 +556,9 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bucket fails")
     args = parser.parse_args()
 
+    if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
+        # Its old books and ledger would be scored with the new ones as one run.
+        parser.error(f"--keep {args.keep}: not empty; give a new directory (or --rescore it)")
     if args.rescore:
         where = Path(args.rescore)
     else:
