@@ -35,7 +35,7 @@ Pure: no I/O, no clock; the same view always gives the same report.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from supervisor.gang.records import AttemptStart, LedgerView, Progress, Verdict
 
@@ -153,6 +153,7 @@ def report(view: LedgerView) -> Report | None:
     entries = [_Entry.of(starts.get(key), verdicts.get(key)) for key in {*starts, *verdicts}]
     if not entries:
         return None
+    entries = _name_incidents(entries)
     lanes: dict[str, list[_Entry]] = {}
     for entry in sorted(entries, key=lambda e: (e.start, e.id)):
         lanes.setdefault(entry.lane, []).append(entry)
@@ -224,6 +225,7 @@ class _Entry:
     start: float
     resume_step: int | None
     verdict: Verdict | None
+    incident: str | None = None  # for a PEER_LEFT naming no peer: the class found for it
 
     @classmethod
     def of(cls, start: AttemptStart | None, verdict: Verdict | None) -> _Entry:
@@ -280,7 +282,7 @@ class _Entry:
             start=start,
             end=end,
             name=verdict.name,
-            cause=_end_cause(verdict),
+            cause=self.incident or _end_cause(verdict),
             first_step_at=_offset(origin, progress.first_step_s),
             resume_step=self.resume_step,
             last_step=progress.last_step if progress.last_step is not None else _last(verdict),
@@ -305,6 +307,38 @@ def _end_cause(verdict: Verdict) -> str | None:
     if verdict.name == "PEER_LEFT" and verdict.peer is not None and verdict.peer.name:
         return verdict.peer.name
     return verdict.name
+
+
+INCIDENT_WINDOW_S = 60.0  # how far after its own verdict a PEER_LEFT's peer may decide
+
+
+def _name_incidents(entries: list[_Entry]) -> list[_Entry]:
+    """Each PEER_LEFT verdict that names no peer (a pod that left with the gang through
+    the checkpoint agreement knows only that a peer was told to leave) charged to the
+    failure on another lane that decided nearest to it, within its attempt and up to
+    `INCIDENT_WINDOW_S` after it. Unmatched ones keep PEER_LEFT as their cause."""
+    failures = [
+        (e.verdict.wall, e.lane, e.verdict.name)
+        for e in entries
+        if e.verdict is not None and e.verdict.name not in _NOT_INTERRUPTIONS
+    ]
+    named = []
+    for entry in entries:
+        verdict = entry.verdict
+        if (
+            verdict is not None
+            and verdict.name == "PEER_LEFT"
+            and _end_cause(verdict) == "PEER_LEFT"
+        ):
+            near = [
+                (abs(wall - verdict.wall), name)
+                for wall, lane, name in failures
+                if lane != entry.lane and entry.start <= wall <= verdict.wall + INCIDENT_WINDOW_S
+            ]
+            if near:
+                entry = replace(entry, incident=min(near)[1])
+        named.append(entry)
+    return named
 
 
 def _cause_of(bucket: str, span: Span, before: str) -> str:

@@ -178,6 +178,24 @@ def test_a_peer_that_left_charges_its_badput_to_the_incident_s_cause_and_is_not_
     assert_adds_up(report)
 
 
+def test_a_peer_left_naming_no_peer_is_charged_to_the_nearest_failure_on_another_lane():
+    # A pod that left with the gang through the checkpoint agreement knows only that a
+    # peer was told to leave; the report finds the peer's verdict for it.
+    a0, a1 = attempt("pod-0", 0.0, rank=0), attempt("pod-1", 0.0, rank=1)
+    early = attempt("pod-2", 0.0, rank=2)
+    times = PhaseTimes(5, 30)
+    v1 = ended(a1, 40.0, "PREEMPTED", times=times, progress=None)
+    v2 = ended(early, 10.0, "HANG", times=PhaseTimes(5, 4), progress=None)
+    v0 = ended(a0, 41.5, "PEER_LEFT", times=times, progress=None)
+    report = goodput.report(view(a0, a1, early, v0, v1, v2))
+    assert report is not None
+    assert [s.cause for s in report.spans] == ["PREEMPTED", "PREEMPTED", "HANG"]
+    assert "PEER_LEFT" not in report.by_cause
+    alone = goodput.report(view(a0, v0))  # no failure anywhere else: it stays PEER_LEFT
+    assert alone is not None and alone.spans[0].cause == "PEER_LEFT"
+    assert_adds_up(report)
+
+
 def test_an_attempt_with_no_verdict_is_unknown_until_its_lane_goes_on():
     a1 = attempt("pod-a", 0.0)
     a2 = attempt("pod-b", 60.0, resume=0)
