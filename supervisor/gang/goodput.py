@@ -5,8 +5,9 @@ where each node's wall time went, from the run's first attempt start to its last
 split into buckets that add up to that time exactly.
 
 One *lane* per node of the gang, by node rank (a pod that has none runs a single-node job:
-node 0). Each
-attempt on a lane covers its start (`AttemptStart.wall`) to its verdict (`Verdict.wall`):
+node 0). Each attempt on a lane covers its start (`AttemptStart.wall`) to its end: its
+verdict (`Verdict.wall`), or, for a pod that wrote its verdict early (a cause, before
+stopping its tree), the `Ended` record it wrote at exit, whose steps and commits it uses:
 
 - **init**: from the start to the first step, less any named phase run before it;
 - **restore**: the phase `restore` (`with sup.phase("restore")` around the load);
@@ -17,7 +18,7 @@ attempt on a lane covers its start (`AttemptStart.wall`) to its verdict (`Verdic
 - **lost**: steady step time after that step, which the next attempt redid;
 - **stalled**: steady time after the last step any rank took, until the attempt stopped
   (a hang until it was detected, a dead peer until it was noticed);
-- **teardown**: the rest of the attempt: after every rank stopped, until the verdict;
+- **teardown**: the rest of the attempt: after every rank stopped, until its end;
 - **downtime**: on the lane, between one attempt's verdict and the next attempt's start,
   and before a lane's first start (the gang waited for it);
 - **unknown**: an attempt with no verdict (its pod was killed outright), from its start to
@@ -150,6 +151,7 @@ def report(view: LedgerView) -> Report | None:
     """
     starts = {record.id: record for _, record in view.attempts()}
     verdicts = {record.id: record for _, record in view.verdicts()}
+    verdicts.update((record.id, record) for _, record in view.ended())  # the same, at exit
     entries = [_Entry.of(starts.get(key), verdicts.get(key)) for key in {*starts, *verdicts}]
     if not entries:
         return None

@@ -7,6 +7,8 @@ to the ledger's prefix:
 
     attempts/<attempt id>.json      an attempt started          (one per attempt)
     verdicts/<attempt id>.json      how that attempt ended      (at most one per attempt)
+    ended/<attempt id>.json         the same verdict at the pod's exit, where it was written
+                                    early (a cause writes before it stops its tree)
     claims/<number, 10 digits>.json the counted class of one incident is held (see below)
 
 An attempt id is `<pod>.r<restart count>.a<attempt>.<nonce>`: the pod name, the container's
@@ -48,6 +50,7 @@ VERSION = 1  # the major version; a reader skips records of a newer one
 ATTEMPTS = "attempts"
 VERDICTS = "verdicts"
 CLAIMS = "claims"
+ENDED = "ended"
 SUFFIX = ".json"
 CLAIM_DIGITS = 10
 
@@ -61,6 +64,7 @@ class Kind(enum.StrEnum):
     ATTEMPT = "attempt"
     VERDICT = "verdict"
     CLAIM = "claim"
+    ENDED = "ended"
 
 
 class Role(enum.StrEnum):
@@ -70,7 +74,12 @@ class Role(enum.StrEnum):
     SYMPTOM = "symptom"
 
 
-_FOLDERS = {ATTEMPTS: Kind.ATTEMPT, VERDICTS: Kind.VERDICT, CLAIMS: Kind.CLAIM}
+_FOLDERS = {
+    ATTEMPTS: Kind.ATTEMPT,
+    VERDICTS: Kind.VERDICT,
+    CLAIMS: Kind.CLAIM,
+    ENDED: Kind.ENDED,
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 _CLAIM_RE = re.compile(rf"^{CLAIMS}/(\d{{{CLAIM_DIGITS}}}){re.escape(SUFFIX)}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9-]+\.r\d+\.a\d+\.[0-9a-f]+$")
@@ -102,6 +111,10 @@ def attempt_name(attempt: str) -> str:
 
 def verdict_name(attempt: str) -> str:
     return f"{VERDICTS}/{attempt}{SUFFIX}"
+
+
+def ended_name(attempt: str) -> str:
+    return f"{ENDED}/{attempt}{SUFFIX}"
 
 
 def claim_name(number: int) -> str:
@@ -244,6 +257,16 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Ended(Verdict):
+    """A verdict written early, again at the pod's exit: the same class, reason and
+    evidence, with the exit's time (`wall`) and the attempt's steps, commits and times as
+    they stood then (the checkpoint a leaving pod saved after deciding included). Peers
+    never read it; the goodput report prefers it to the early record."""
+
+    kind = Kind.ENDED
+
+
+@dataclass(frozen=True)
 class Claim:
     """The counted class of one incident is held by attempt `id`; `number` is its name's."""
 
@@ -260,13 +283,15 @@ class Claim:
     kind = Kind.CLAIM
 
 
-Record = AttemptStart | Verdict | Claim
+Record = AttemptStart | Verdict | Ended | Claim
 
 
 def name_of(record: Record) -> str:
     """The object name `record` is written under."""
     if isinstance(record, AttemptStart):
         return attempt_name(record.id)
+    if isinstance(record, Ended):
+        return ended_name(record.id)
     if isinstance(record, Verdict):
         return verdict_name(record.id)
     return claim_name(record.number)
@@ -322,6 +347,9 @@ def decode(name: str, data: bytes) -> Record | None:
         elif kind is Kind.VERDICT:
             record = _verdict(body)
             expected = verdict_name(record.id)
+        elif kind is Kind.ENDED:
+            record = Ended(**_verdict(body).__dict__)
+            expected = ended_name(record.id)
         else:
             number = claim_number(name)
             if number is None or _get(body, "number", int) != number:
@@ -375,7 +403,10 @@ class LedgerView:
         return cls(frozenset(objects), records)
 
     def verdicts(self) -> list[tuple[str, Verdict]]:
-        return [(n, r) for n, r in sorted(self.records.items()) if isinstance(r, Verdict)]
+        return [(n, r) for n, r in sorted(self.records.items()) if type(r) is Verdict]
+
+    def ended(self) -> list[tuple[str, Ended]]:
+        return [(n, r) for n, r in sorted(self.records.items()) if isinstance(r, Ended)]
 
     def claims(self) -> list[tuple[str, Claim]]:
         return [(n, r) for n, r in sorted(self.records.items()) if isinstance(r, Claim)]

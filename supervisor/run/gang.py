@@ -204,6 +204,7 @@ class Member:
         if self.me is None:
             return verdict
         if self._written is not None:
+            self._write_ended(self._written, report)
             if self._counted is None:
                 return verdict
             counted = self._counted
@@ -315,6 +316,23 @@ class Member:
         self._io(
             "write the verdict",
             lambda: self.ledger.create(records.verdict_name(me.id), records.encode(record)),
+        )
+
+    def _write_ended(self, early: Verdict, report: VerdictFacts) -> None:
+        """The early verdict again, as of the exit: the report's end of the attempt."""
+        record = records.Ended(
+            **{
+                **early.__dict__,
+                "wall": self.clock.wall(),
+                "last_steps": dict(report.last_steps),
+                "last_committed_step": report.last_committed_step,
+                "times": report.times,
+                "progress": report.progress,
+            }
+        )
+        self._io(
+            "write the attempt's end",
+            lambda: self.ledger.create(records.ended_name(record.id), records.encode(record)),
         )
 
     # -------------------------------------------------------------------------- reading

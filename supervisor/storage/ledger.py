@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.gang.records import ATTEMPTS, CLAIMS, SUFFIX, VERDICTS
+from supervisor.gang.records import ATTEMPTS, CLAIMS, ENDED, SUFFIX, VERDICTS
 from supervisor.storage.backend import Storage
 
-FOLDERS = (ATTEMPTS, VERDICTS, CLAIMS)
+FOLDERS = (ATTEMPTS, VERDICTS, CLAIMS, ENDED)
 
 
 class FsLedger:

@@ -92,6 +92,18 @@ def test_the_report_of_a_preempted_and_resumed_run_adds_up(preempted_then_finish
     first, second = report["attempts"]
     assert second["resume_step"] is not None and second["resume_step"] > 0
     assert first["end"] <= second["start"]
+    # The preempted pod wrote its verdict as it decided, and its end after its last save:
+    # the attempt ends there, and the step it saved on the way out is the one resumed.
+    ledger = preempted_then_finished / "_ledger"
+    (early,) = (
+        json.loads(p.read_text())
+        for p in (ledger / "verdicts").glob("*.json")
+        if json.loads(p.read_text())["name"] == "PREEMPTED"
+    )
+    (end,) = (json.loads(p.read_text()) for p in (ledger / "ended").glob("*.json"))
+    assert end["id"] == early["id"] and end["wall"] >= early["wall"]
+    assert first["end"] == pytest.approx(end["wall"], abs=1e-3)
+    assert end["last_committed_step"] == second["resume_step"]
     # The same ledger named directly gives the same report.
     direct = json.loads(_report(str(preempted_then_finished / "_ledger"), "--json").stdout)
     assert direct["buckets"] == report["buckets"]

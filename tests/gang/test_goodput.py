@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from supervisor.gang import goodput, records
@@ -175,6 +177,42 @@ def test_a_peer_that_left_charges_its_badput_to_the_incident_s_cause_and_is_not_
     assert report.interruptions.by_gpu == {"GPU-7": 1}
     # neither lane has a next attempt: each keeps up to its own last commit (step 20)
     assert [s.kept_step for s in report.spans] == [None, None]
+    assert_adds_up(report)
+
+
+def test_a_verdict_written_early_ends_where_its_pod_wrote_the_end_record():
+    # A preempted pod writes its verdict when it decides, then saves and stops its tree:
+    # the `ended` record has the real end and the save, which the run then keeps.
+    a1 = attempt("pod-a", 0.0)
+    steps = Progress(
+        first_step=1,
+        first_step_s=10,
+        last_step=80,
+        last_progress_s=80,
+        steady_at_last_progress_s=70,
+        commits=(CommitMark(50, 55.0, 40.0),),
+    )
+    early = ended(
+        a1, 90.0, "PREEMPTED", times=PhaseTimes(10, 70), progress=steps, last_committed_step=50
+    )
+    saved = replace(steps, commits=(*steps.commits, CommitMark(80, 85.0, 70.0)))
+    at_exit = records.Ended(
+        **{
+            **early.__dict__,
+            "wall": 96.0,
+            "times": PhaseTimes(10, 70, {"checkpoint": 5}),
+            "last_committed_step": 80,
+            "progress": saved,
+        }
+    )
+    report = goodput.report(view(a1, early, at_exit))
+    assert report is not None
+    (span,) = report.spans
+    assert span.end == 96.0 and span.kept_step == 80
+    assert span.buckets == {"init": 10, "checkpoint": 5, "productive": 70, "teardown": 11}
+    without = goodput.report(view(a1, early))  # its pod died before the end record
+    assert without is not None and without.spans[0].end == 90.0
+    assert without.spans[0].kept_step == 50
     assert_adds_up(report)
 
 

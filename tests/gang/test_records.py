@@ -58,6 +58,7 @@ VERDICT = Verdict(
     times=PhaseTimes(init_s=12.5, steady_s=80.0, phases_s={"checkpoint": 7.5}),
     peer=PeerRef("verdict", "train-1-abcde.r0.a1.00ff00ff", "train-1-abcde", 1, "n2", "HANG"),
 )
+ENDED = records.Ended(**{**VERDICT.__dict__, "wall": 1_700_000_104.0, "last_committed_step": 1250})
 CLAIM = Claim(
     number=7,
     id=ID,
@@ -71,7 +72,7 @@ CLAIM = Claim(
 )
 
 
-@pytest.mark.parametrize("record", [ATTEMPT, VERDICT, CLAIM], ids=lambda r: r.kind.value)
+@pytest.mark.parametrize("record", [ATTEMPT, VERDICT, ENDED, CLAIM], ids=lambda r: r.kind.value)
 def test_every_record_round_trips_under_its_own_name(record: records.Record) -> None:
     name = name_of(record)
     assert records.kind_of(name) is record.kind
@@ -81,6 +82,7 @@ def test_every_record_round_trips_under_its_own_name(record: records.Record) -> 
 def test_names_are_the_documented_layout() -> None:
     assert name_of(ATTEMPT) == f"attempts/{ID}.json"
     assert name_of(VERDICT) == f"verdicts/{ID}.json"
+    assert name_of(ENDED) == f"ended/{ID}.json"
     assert name_of(CLAIM) == "claims/0000000007.json"
     assert records.kind_of("claims/0000000007.json") is records.Kind.CLAIM
     for other in ("step_000000000012/COMMITTED", "attempts/x.json.tmp", "attempts/a/b.json", ""):
@@ -239,6 +241,7 @@ def test_a_view_keeps_every_name_and_decodes_what_it_can() -> None:
     objects = {
         name_of(ATTEMPT): encode(ATTEMPT),
         name_of(VERDICT): encode(VERDICT),
+        name_of(ENDED): encode(ENDED),
         name_of(CLAIM): encode(CLAIM),
         "claims/0000000008.json": b"written by supervise 9",
         "claims/0000000009.json": None,  # listed, but the read failed
@@ -247,7 +250,8 @@ def test_a_view_keeps_every_name_and_decodes_what_it_can() -> None:
     view = LedgerView.read(objects)
     assert view.names == frozenset(objects)
     assert view.attempts() == [(name_of(ATTEMPT), ATTEMPT)]
-    assert view.verdicts() == [(name_of(VERDICT), VERDICT)]
+    assert view.verdicts() == [(name_of(VERDICT), VERDICT)]  # peers never see the end
+    assert view.ended() == [(name_of(ENDED), ENDED)]
     assert view.claims() == [(name_of(CLAIM), CLAIM)]
     assert view.claim_names() == [
         "claims/0000000007.json",
