@@ -327,11 +327,7 @@ def _name_incidents(entries: list[_Entry]) -> list[_Entry]:
     named = []
     for entry in entries:
         verdict = entry.verdict
-        if (
-            verdict is not None
-            and verdict.name == "PEER_LEFT"
-            and _end_cause(verdict) == "PEER_LEFT"
-        ):
+        if verdict is not None and _end_cause(verdict) == "PEER_LEFT":  # names no peer
             near = [
                 (abs(wall - verdict.wall), name)
                 for wall, lane, name in failures

@@ -265,6 +265,11 @@ class Ended(Verdict):
 
     kind = Kind.ENDED
 
+    @classmethod
+    def of(cls, verdict: Verdict, **changes: Any) -> Ended:
+        """`verdict` as an `Ended` record, with `changes` to its fields."""
+        return cls(**{**verdict.__dict__, **changes})
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -348,7 +353,7 @@ def decode(name: str, data: bytes) -> Record | None:
             record = _verdict(body)
             expected = verdict_name(record.id)
         elif kind is Kind.ENDED:
-            record = Ended(**_verdict(body).__dict__)
+            record = Ended.of(_verdict(body))
             expected = ended_name(record.id)
         else:
             number = claim_number(name)

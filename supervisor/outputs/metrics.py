@@ -125,11 +125,10 @@ METRICS = (
         ("bucket",),
         "The running attempt's seconds so far by bucket, adding up to the time charged: "
         "`init` and each named phase (by its name, `phase:NAME` for one named like a "
-        "bucket) as in `supervise_phase_seconds_total`, "
-        "and its steady steps split in three: `committed` (up to the newest checkpoint "
-        "commit), `uncommitted` (after it, to the last step: lost if the attempt failed now) "
-        "and `stalled` "
-        "(after the last step any rank took).",
+        "bucket) as in `supervise_phase_seconds_total`, and its steady steps split in "
+        "three: `committed` (up to the newest checkpoint commit), `uncommitted` (after it, "
+        "to the last step: lost if the attempt failed now) and `stalled` (after the last "
+        "step any rank took).",
     ),
     Metric(
         "supervise_attempt_goodput_ratio",

@@ -320,15 +320,13 @@ class Member:
 
     def _write_ended(self, early: Verdict, report: VerdictFacts) -> None:
         """The early verdict again, as of the exit: the report's end of the attempt."""
-        record = records.Ended(
-            **{
-                **early.__dict__,
-                "wall": self.clock.wall(),
-                "last_steps": dict(report.last_steps),
-                "last_committed_step": report.last_committed_step,
-                "times": report.times,
-                "progress": report.progress,
-            }
+        record = records.Ended.of(
+            early,
+            wall=self.clock.wall(),
+            last_steps=dict(report.last_steps),
+            last_committed_step=report.last_committed_step,
+            times=report.times,
+            progress=report.progress,
         )
         self._io(
             "write the attempt's end",

@@ -196,14 +196,12 @@ def test_a_verdict_written_early_ends_where_its_pod_wrote_the_end_record():
         a1, 90.0, "PREEMPTED", times=PhaseTimes(10, 70), progress=steps, last_committed_step=50
     )
     saved = replace(steps, commits=(*steps.commits, CommitMark(80, 85.0, 70.0)))
-    at_exit = records.Ended(
-        **{
-            **early.__dict__,
-            "wall": 96.0,
-            "times": PhaseTimes(10, 70, {"checkpoint": 5}),
-            "last_committed_step": 80,
-            "progress": saved,
-        }
+    at_exit = records.Ended.of(
+        early,
+        wall=96.0,
+        times=PhaseTimes(10, 70, {"checkpoint": 5}),
+        last_committed_step=80,
+        progress=saved,
     )
     report = goodput.report(view(a1, early, at_exit))
     assert report is not None

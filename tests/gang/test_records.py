@@ -58,7 +58,7 @@ VERDICT = Verdict(
     times=PhaseTimes(init_s=12.5, steady_s=80.0, phases_s={"checkpoint": 7.5}),
     peer=PeerRef("verdict", "train-1-abcde.r0.a1.00ff00ff", "train-1-abcde", 1, "n2", "HANG"),
 )
-ENDED = records.Ended(**{**VERDICT.__dict__, "wall": 1_700_000_104.0, "last_committed_step": 1250})
+ENDED = records.Ended.of(VERDICT, wall=1_700_000_104.0, last_committed_step=1250)
 CLAIM = Claim(
     number=7,
     id=ID,
